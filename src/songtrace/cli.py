@@ -1,0 +1,63 @@
+"""The `songtrace` command line: one command per stage, plus `demo`. A thin layer over the library."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from songtrace.cli_common import console
+from songtrace.errors import SongtraceError
+
+app = typer.Typer(
+    name="songtrace",
+    help="Training-data attribution and opt-out unlearning for text-to-music latent diffusion models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each stage module exposes `register(app)`; the order here is the order of `songtrace --help`.
+STAGE_MODULES = (
+    "songtrace.world.cli",
+    "songtrace.codec.cli",
+    "songtrace.diffusion.cli",
+    "songtrace.evaluate.cli",
+    "songtrace.attribution.cli",
+    "songtrace.demo",
+)
+
+for _name in STAGE_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as _e:
+        if _e.name != _name:
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning `SongtraceError` into a clear message and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except SongtraceError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

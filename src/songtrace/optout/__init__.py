@@ -1,0 +1,1 @@
+"""songtrace.optout"""
