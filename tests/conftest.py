@@ -1,0 +1,12 @@
+"""Shared tiny fixtures: a world of a dozen 1-2 s tracks, a tiny codec, its latent cache, a tiny DiT.
+
+Each stage's fixtures live in its own plugin module (session-scoped, built once per test run).
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("SONGTRACE_QUIET", "1")
+
+pytest_plugins = ["fixtures_world", "fixtures_codec", "fixtures_model"]

@@ -1,0 +1,1 @@
+"""Session fixtures for the model stage (see conftest.py)."""
