@@ -1,0 +1,196 @@
+"""Importing a user's own folder of audio with a captions CSV as a world (same layout as the demo world).
+
+The CSV has one row per track: `file` (relative to the folder), `caption`, `artist`, and optionally
+`title`, `genre`, `instruments`, `bpm`, `key`, `meter` and `version_group` (rows sharing a group are
+versions of one piece; the first row of a group is the original). Audio in any format libsndfile
+reads, any sample rate, mono or stereo, is mixed to mono, resampled and cropped to `max_seconds`.
+
+Problems are errors naming the file or CSV line: a row whose file does not exist, an audio file no
+row names (unless `unlisted="skip"`), unreadable or empty audio, an empty folder, missing columns.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from songtrace.artifacts import begin_stage, finish_stage, hash_json, sha256_file
+from songtrace.errors import SongtraceError
+from songtrace.progress import progress
+from songtrace.world.config import ImportConfig
+from songtrace.world.plan import assign_splits
+from songtrace.world.world import MANIFEST_FILE, manifest_frame, manifest_hash, track_path, write_manifest, write_wav
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf")
+REQUIRED_COLUMNS = ("file", "caption", "artist")
+OPTIONAL_COLUMNS = ("title", "genre", "instruments", "bpm", "key", "meter", "version_group")
+MAX_LISTED_PROBLEMS = 20
+
+
+def find_audio(audio_dir: Path) -> list[str]:
+    """Audio files under a folder (recursively, by extension), as sorted relative POSIX paths."""
+    if not audio_dir.is_dir():
+        raise SongtraceError(f"{audio_dir}: audio folder not found")
+    files = [p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")]
+    return sorted(p.relative_to(audio_dir).as_posix() for p in files)
+
+
+def _problems(kind: str, items: list[str]) -> str:
+    """A readable list of problems, truncated."""
+    shown = items[:MAX_LISTED_PROBLEMS]
+    more = f"\n  ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return f"{kind}:\n  " + "\n  ".join(shown) + more
+
+
+def read_captions(csv_path: Path, audio_dir: Path) -> pd.DataFrame:
+    """Read and check the captions CSV: required columns, non-empty fields, unique files that exist in the folder."""
+    if not csv_path.is_file():
+        raise SongtraceError(f"{csv_path}: captions CSV not found")
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as e:  # pandas raises several types for malformed CSV
+        raise SongtraceError(f"{csv_path}: not a readable CSV file ({e})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise SongtraceError(f"{csv_path}: missing column(s) {missing}; found {list(df.columns)}; required: {list(REQUIRED_COLUMNS)}")
+    if len(df) == 0:
+        raise SongtraceError(f"{csv_path}: no rows")
+    for c in df.columns:
+        df[c] = df[c].astype(str).str.strip()
+    problems = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(df.itertuples(index=False)):
+        line = i + 2  # header is line 1
+        where = f"{csv_path.name} line {line}"
+        for col in REQUIRED_COLUMNS:
+            if not getattr(row, col):
+                problems.append(f"{where}: empty {col!r}")
+        if not row.file:
+            continue
+        if row.file in seen:
+            problems.append(f"{where}: file {row.file!r} already listed on line {seen[row.file]}")
+        seen.setdefault(row.file, line)
+        if not (audio_dir / row.file).is_file():
+            problems.append(f"{where}: file {row.file!r} not found in {audio_dir}")
+        if "bpm" in df.columns and row.bpm:
+            try:
+                float(row.bpm)
+            except ValueError:
+                problems.append(f"{where}: bpm {row.bpm!r} is not a number")
+    if problems:
+        raise SongtraceError(_problems(f"{csv_path}: {len(problems)} problem(s)", problems))
+    return df
+
+
+def load_audio(path: Path, sample_rate: int, max_seconds: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read any-rate mono/stereo audio as float32 mono at `sample_rate`, cropped to `max_seconds`; plus facts about the original."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        keep = math.ceil(max_seconds * info.samplerate) + 1
+        data, sr = sf.read(str(path), frames=keep, dtype="float32", always_2d=True)
+    except Exception as e:  # libsndfile errors come as several types
+        raise SongtraceError(f"{path}: unreadable or corrupt audio ({e})") from None
+    if data.shape[0] == 0:
+        raise SongtraceError(f"{path}: audio has no samples")
+    if not np.isfinite(data).all():
+        raise SongtraceError(f"{path}: audio contains NaN or infinite samples")
+    mono = data.mean(axis=1)
+    if sr != sample_rate:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    n = min(len(mono), round(max_seconds * sample_rate))
+    facts = {
+        "original_sample_rate": int(sr),
+        "original_channels": int(data.shape[1]),
+        "original_duration": float(info.frames / info.samplerate),
+        "cropped": bool(info.frames / info.samplerate > max_seconds + 1e-9),
+    }
+    return np.clip(mono[:n], -1.0, 1.0).astype(np.float32), facts
+
+
+def _versions(df: pd.DataFrame, ids: list[str]) -> tuple[list[str], list[str]]:
+    """(version_group, version_of) per row: a CSV `version_group` groups rows; the first row of a group is the original."""
+    groups, version_of = list(ids), [""] * len(ids)
+    if "version_group" not in df.columns:
+        return groups, version_of
+    first: dict[str, str] = {}
+    for i, label in enumerate(df["version_group"].tolist()):
+        if not label:
+            continue
+        if label in first:
+            groups[i], version_of[i] = first[label], first[label]
+        else:
+            first[label] = ids[i]
+    return groups, version_of
+
+
+def _optional(df: pd.DataFrame, col: str, i: int, default: str = "") -> str:
+    """An optional CSV field, or a default when the column is absent or empty."""
+    return (df[col].iat[i] or default) if col in df.columns else default
+
+
+def import_world(
+    audio_dir: str | Path, captions_csv: str | Path, out_dir: str | Path, config: ImportConfig | None = None, overwrite: bool = False
+) -> Path:
+    """Import a folder of audio with captions and artists as a world in `out_dir`; returns `out_dir`."""
+    config = config or ImportConfig()
+    audio_dir, captions_csv, out_dir = Path(audio_dir), Path(captions_csv), Path(out_dir)
+    files = find_audio(audio_dir)
+    if not files:
+        raise SongtraceError(f"{audio_dir}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    df = read_captions(captions_csv, audio_dir)
+    listed = set(df["file"].map(lambda f: Path(f).as_posix()))
+    unlisted = [f for f in files if f not in listed]
+    if unlisted and config.unlisted == "error":
+        hint = "add rows, or import with unlisted='skip' (--skip-unlisted)"
+        raise SongtraceError(_problems(f"{audio_dir}: {len(unlisted)} audio file(s) have no row in {captions_csv.name} ({hint})", unlisted))
+    sizes = [(f, (audio_dir / f).stat().st_size) for f in sorted(listed)]
+    inputs = {"captions": sha256_file(captions_csv), "audio": hash_json(sizes)}
+    if begin_stage(out_dir, config, inputs, overwrite):
+        return out_dir
+    ids = [f"t{i:04d}" for i in range(len(df))]
+    groups, version_of = _versions(df, ids)
+    originals = set(version_of)
+    locked = [bool(v) or i in originals for i, v in zip(ids, version_of, strict=True)]
+    splits = assign_splits(df["artist"].tolist(), locked, config.valid_fraction, np.random.default_rng(config.seed))
+    rows = []
+    for i in progress(range(len(df)), total=len(df), desc="importing audio", unit="track"):
+        file = df["file"].iat[i]
+        audio, facts = load_audio(audio_dir / file, config.sample_rate, config.max_seconds)
+        bpm = _optional(df, "bpm", i)
+        row = {
+            "id": ids[i],
+            "artist": df["artist"].iat[i],
+            "title": _optional(df, "title", i, Path(file).stem),
+            "caption": df["caption"].iat[i],
+            "duration": len(audio) / config.sample_rate,
+            "source": file,
+            "version_group": groups[i],
+            "version_of": version_of[i],
+            "path": track_path(ids[i]),
+            "split": splits[i],
+            "genre": _optional(df, "genre", i),
+            "instruments": _optional(df, "instruments", i),
+            "bpm": float(bpm) if bpm else float("nan"),
+            "key": _optional(df, "key", i),
+            "meter": _optional(df, "meter", i),
+            **facts,
+        }
+        row["sha256"] = write_wav(out_dir / row["path"], audio, config.sample_rate)
+        rows.append(row)
+    manifest = manifest_frame(rows)
+    write_manifest(out_dir / MANIFEST_FILE, manifest)
+    extra = {
+        "summary": {"tracks": len(manifest), "artists": int(manifest["artist"].nunique()), "cropped": int(manifest["cropped"].sum())},
+        "skipped_files": unlisted,
+    }
+    finish_stage(out_dir, config, inputs, content_hash=manifest_hash(manifest, config), extra=extra)
+    return out_dir
