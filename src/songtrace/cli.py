@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -25,6 +26,9 @@ STAGE_MODULES = (
     "songtrace.diffusion.cli",
     "songtrace.evaluate.cli",
     "songtrace.attribution.cli",
+    "songtrace.evaluate.selfinfluence_cli",
+    "songtrace.baselines.cli",
+    "songtrace.evaluate.compare_cli",
     "songtrace.demo",
 )
 
@@ -40,6 +44,11 @@ for _name in STAGE_MODULES:
 
 def main() -> None:
     """Entry point: run the app, turning `SongtraceError` into a clear message and exit code 2."""
+    threads = os.environ.get("SONGTRACE_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     try:
         app(standalone_mode=False)
     except SongtraceError as e:
