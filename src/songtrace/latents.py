@@ -1,8 +1,9 @@
 """The latent cache: every track of a world as a codec latent, plus its caption's token embeddings.
 
 Written once by `songtrace encode` and read by training, Fisher, unlearning and scoring. Latents are
-the codec's encoding of the track zero-padded to the model length; `n_frames` says how many frames
-are real audio (the rest are padding, which the masks M_U / M_L exclude).
+the codec's encoding of the track's audio zero-padded to the model length (as Stable Audio pads
+audio before its VAE), so padded frames hold the latent of silence, not literal zeros; `n_frames`
+says how many frames are real audio (the rest is padding, which the masks M_U / M_L exclude).
 
 On disk (`<home>/latents/<name>/`): `latents.safetensors` (latents, n_frames, text, text_mask,
 seconds_start, seconds_total), `items.parquet` (id, artist, split, row), `config.json`.

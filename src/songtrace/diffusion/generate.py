@@ -1,0 +1,161 @@
+"""Text-to-music generation with a trained DiT and its codec; a generated track is an attribution query.
+
+`generate` encodes the prompt with the frozen MiniLM, samples a latent of the model length
+(conditioned on `seconds_start = 0`, `seconds_total = seconds`), zeroes the frames beyond the
+requested length (as the latent cache zero-pads training tracks) and decodes the real frames.
+`save_generated` writes the WAV, `<stem>.latent.safetensors` (the latent with its conditioning,
+in the latent cache's tensor names, so `load_query` turns it into a ready `Batch`) and `<stem>.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from songtrace.artifacts import artifact_hash, atomic_path, load_safetensors, save_safetensors, write_json
+from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, Conditioning, sample
+from songtrace.errors import SongtraceError
+from songtrace.model.interface import Batch
+from songtrace.model.registry import load_model
+
+QUERY_TENSORS = ("latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total")
+
+
+@dataclasses.dataclass
+class GeneratedTrack:
+    """A generated track: audio, its latent (zero beyond `n_frames`) and how it was made."""
+
+    wav: np.ndarray  # [S] float32
+    sample_rate: int
+    latent: torch.Tensor  # [C, L]
+    n_frames: int
+    prompt: str
+    seed: int
+    seconds: float
+    text: torch.Tensor  # [S_text, 384]
+    text_mask: torch.Tensor  # [S_text]
+    model_hash: str
+    codec_hash: str
+    steps: int
+    cfg_scale: float
+    sampler: str
+
+
+def noise_for(seed: int, latent_shape: tuple[int, int]) -> torch.Tensor:
+    """The initial noise `[1, C, L]` of a generation, from its seed alone."""
+    return torch.randn(1, *latent_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def generate(
+    model_dir: str | Path,
+    codec_dir: str | Path,
+    prompt: str,
+    seconds: float,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    cfg_scale: float = DEFAULT_CFG_SCALE,
+    sampler: str = "dpmpp-2m",
+) -> GeneratedTrack:
+    """Generate `seconds` of music for `prompt`, deterministic for a seed."""
+    from songtrace.codec import decode_to_wav, load_codec
+    from songtrace.model.text import encode_tokens
+
+    model = load_model(model_dir)
+    codec = load_codec(codec_dir)
+    channels, length = model.latent_shape
+    if codec.latent_channels != channels:
+        raise SongtraceError(f"model {model_dir} works on {channels}-channel latents, codec {codec_dir} makes {codec.latent_channels}")
+    if seconds <= 0:
+        raise SongtraceError(f"seconds must be > 0, got {seconds}")
+    n_samples = round(seconds * codec.sample_rate)
+    n_frames = codec.frames_for(n_samples)
+    if n_frames > length:
+        raise SongtraceError(
+            f"model {model_dir} generates at most {length * codec.samples_per_frame / codec.sample_rate:.2f} s "
+            f"({length} frames); asked for {seconds} s"
+        )
+    text, text_mask = encode_tokens([prompt])
+    cond = Conditioning(text, text_mask, torch.zeros(1), torch.tensor([float(seconds)]))
+    latent = sample(model, noise_for(seed, (channels, length)), cond, steps=steps, cfg_scale=cfg_scale, method=sampler)[0]
+    latent = torch.where(torch.arange(length)[None, :] < n_frames, latent, torch.zeros(()))
+    wav = decode_to_wav(codec, latent, n_frames=n_frames)[:n_samples]
+    return GeneratedTrack(
+        wav=wav.astype(np.float32),
+        sample_rate=codec.sample_rate,
+        latent=latent,
+        n_frames=n_frames,
+        prompt=prompt,
+        seed=seed,
+        seconds=float(seconds),
+        text=text[0],
+        text_mask=text_mask[0],
+        model_hash=artifact_hash(model_dir),
+        codec_hash=artifact_hash(codec_dir),
+        steps=steps,
+        cfg_scale=float(cfg_scale),
+        sampler=sampler,
+    )
+
+
+def query_paths(out_wav: str | Path) -> tuple[Path, Path, Path]:
+    """(wav, latent, json) paths of a generation saved as `out_wav`."""
+    out_wav = Path(out_wav)
+    return out_wav, out_wav.with_suffix(".latent.safetensors"), out_wav.with_suffix(".json")
+
+
+def save_generated(track: GeneratedTrack, out_wav: str | Path) -> dict[str, Any]:
+    """Write the WAV, the latent query and the JSON record of a generated track; returns the record."""
+    import soundfile as sf
+
+    wav_path, latent_path, json_path = query_paths(out_wav)
+    with atomic_path(wav_path) as tmp:
+        sf.write(str(tmp), track.wav, track.sample_rate, format="WAV", subtype="PCM_16")
+    save_safetensors(
+        latent_path,
+        {
+            "latents": track.latent[None],
+            "n_frames": torch.tensor([track.n_frames], dtype=torch.int64),
+            "text": track.text[None],
+            "text_mask": track.text_mask[None].to(torch.uint8),
+            "seconds_start": torch.zeros(1),
+            "seconds_total": torch.tensor([track.seconds], dtype=torch.float32),
+        },
+        metadata={"prompt": track.prompt, "seed": str(track.seed), "model_hash": track.model_hash},
+    )
+    record = {
+        "prompt": track.prompt,
+        "seed": track.seed,
+        "seconds": track.seconds,
+        "n_frames": track.n_frames,
+        "sample_rate": track.sample_rate,
+        "model_hash": track.model_hash,
+        "codec_hash": track.codec_hash,
+        "sampler": {"method": track.sampler, "steps": track.steps, "cfg_scale": track.cfg_scale},
+        "wav": wav_path.name,
+        "latent": latent_path.name,
+    }
+    write_json(json_path, record)
+    return record
+
+
+def load_query(latent_path: str | Path, query_id: str | None = None) -> Batch:
+    """A saved generation (`<stem>.latent.safetensors`) as a one-item `Batch` for attribution."""
+    latent_path = Path(latent_path)
+    t = load_safetensors(latent_path)
+    missing = [k for k in QUERY_TENSORS if k not in t]
+    if missing:
+        raise SongtraceError(f"{latent_path}: not a generated-track latent (missing {missing})")
+    stem = latent_path.name.removesuffix(".latent.safetensors")
+    return Batch(
+        ids=[query_id or stem],
+        latents=t["latents"].float(),
+        n_frames=t["n_frames"].long(),
+        text=t["text"].float(),
+        text_mask=t["text_mask"].bool(),
+        seconds_start=t["seconds_start"].float(),
+        seconds_total=t["seconds_total"].float(),
+    )

@@ -1,0 +1,125 @@
+"""Sampling a v-prediction model over the cosine schedule, with classifier-free guidance.
+
+Samplers are plain functions `(v_fn, x, ts) -> x0` in the style of stable-audio-tools / k-diffusion:
+no scheduler state. `ts` runs from t = 1 (pure noise) to t = 0. DPM-Solver++(2M) (Lu et al.
+2022) works on the data prediction x0 = α x_t − σ v and the half log-SNR λ = log(α/σ); DDIM is
+its first-order special case. Given the noise, sampling is deterministic.
+
+Guidance: v = v_uncond + s · (v_cond − v_uncond), where the unconditional branch drops the
+caption (`songtrace.model.conditioning.null_text`) and keeps the timing; s = 1 is the plain
+conditional model (one forward pass per step).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from songtrace.artifacts import check_choice
+from songtrace.diffusion.schedule import alpha_sigma
+from songtrace.model.conditioning import null_text
+
+DEFAULT_STEPS = 50
+DEFAULT_CFG_SCALE = 3.0
+
+VFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+class Conditioning(NamedTuple):
+    """What a generation is conditioned on, batched: caption tokens and mask, timing in seconds."""
+
+    text: torch.Tensor  # [B, S, D]
+    text_mask: torch.Tensor  # [B, S]
+    seconds_start: torch.Tensor  # [B]
+    seconds_total: torch.Tensor  # [B]
+
+
+def timesteps(steps: int) -> list[float]:
+    """`steps + 1` times evenly spaced from 1 to 0."""
+    return [1.0 - i / steps for i in range(steps + 1)]
+
+
+def _alpha_sigma(t: float) -> tuple[float, float]:
+    a, s = alpha_sigma(torch.tensor(t, dtype=torch.float64))
+    return float(a), float(s)
+
+
+def ddim(v_fn: VFn, x: torch.Tensor, ts: list[float]) -> torch.Tensor:
+    """Deterministic DDIM: x_next = α_next x0 + σ_next ε, with (x0, ε) from the v-prediction."""
+    for t, t_next in itertools.pairwise(ts):
+        a, s = _alpha_sigma(t)
+        v = v_fn(x, t)
+        x0, eps = a * x - s * v, s * x + a * v
+        a_n, s_n = _alpha_sigma(t_next)
+        x = a_n * x0 + s_n * eps
+    return x
+
+
+def dpmpp_2m(v_fn: VFn, x: torch.Tensor, ts: list[float]) -> torch.Tensor:
+    """DPM-Solver++(2M) in data prediction; the first and last steps are first order."""
+    x0_prev: torch.Tensor | None = None
+    h_prev: float | None = None
+    for t, t_next in itertools.pairwise(ts):
+        a, s = _alpha_sigma(t)
+        x0 = a * x - s * v_fn(x, t)
+        a_n, s_n = _alpha_sigma(t_next)
+        if s_n == 0.0:  # t = 0: the answer is the data prediction
+            return x0
+        h = math.log(a_n / s_n) - math.log(a / s)
+        d = x0
+        if x0_prev is not None and h_prev is not None:
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        x = (s_n / s) * x + a_n * (-math.expm1(-h)) * d
+        x0_prev, h_prev = x0, h
+    return x
+
+
+SAMPLERS: dict[str, Callable[[VFn, torch.Tensor, list[float]], torch.Tensor]] = {"dpmpp-2m": dpmpp_2m, "ddim": ddim}
+
+
+def guided_v(
+    model: nn.Module,
+    x: torch.Tensor,
+    t: float,
+    cond: Conditioning,
+    cfg_scale: float,
+    frame_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The model's v at time t with classifier-free guidance (cond and uncond in one batched call)."""
+    b = x.shape[0]
+    t_vec = torch.full((b,), float(t), dtype=x.dtype)
+    if cfg_scale == 1.0:
+        return model(x, t_vec, cond.text, cond.text_mask, cond.seconds_start, cond.seconds_total, frame_mask)
+    null, null_mask = null_text(cond.text, cond.text_mask)
+
+    def two(a: torch.Tensor, b_: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([a, a if b_ is None else b_])
+
+    v = model(
+        two(x), two(t_vec), two(cond.text, null), two(cond.text_mask, null_mask), two(cond.seconds_start), two(cond.seconds_total),
+        two(frame_mask) if frame_mask is not None else None,
+    )
+    v_cond, v_uncond = v[:b], v[b:]
+    return v_uncond + cfg_scale * (v_cond - v_uncond)
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    noise: torch.Tensor,
+    cond: Conditioning | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    steps: int = DEFAULT_STEPS,
+    cfg_scale: float = DEFAULT_CFG_SCALE,
+    frame_mask: torch.Tensor | None = None,
+    method: str = "dpmpp-2m",
+) -> torch.Tensor:
+    """Turn noise `[B, C, L]` into latents `[B, C, L]` by integrating the model's probability-flow ODE from t=1 to 0."""
+    check_choice("sampler", method, SAMPLERS)
+    cond = Conditioning(*cond)
+    return SAMPLERS[method](lambda x, t: guided_v(model, x, t, cond, cfg_scale, frame_mask), noise, timesteps(steps))

@@ -1,0 +1,275 @@
+"""The demo DiT: a Stable-Audio-like diffusion transformer over latent frames.
+
+Latent frames are the tokens (patch size 1). Each of the `depth` blocks is pre-norm self-attention
+(rotary positions), cross-attention to the caption + timing tokens, and a GLU feed-forward, with
+the module names of stable-audio-tools' `ContinuousTransformer` (`layers.{i}.self_attn.to_qkv`,
+`layers.{i}.cross_attn.to_q|to_kv|to_out`, `layers.{i}.ff.ff.0.proj`, ...), so attribution targets
+the same layer groups as on a real Stable Audio checkpoint. Conditioning (timestep, timing, null
+caption) is described in `songtrace.model.conditioning`.
+
+Attention is written out (matmul + softmax, masks via `torch.where`) with no in-place ops and no
+data-dependent control flow, so the model runs under `torch.func.vmap(torch.func.grad(...))` for
+per-sample gradients and under `functional_call`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from songtrace.artifacts import StageConfig, check_positive
+from songtrace.errors import SongtraceError
+from songtrace.model.conditioning import FourierFeatures, NumberEmbedder
+from songtrace.model.text import TEXT_DIM
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig(StageConfig):
+    """Architecture of the DiT; `latent_channels` and `latent_length` come from the latent cache."""
+
+    latent_channels: int = 8
+    latent_length: int = 128
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    text_dim: int = TEXT_DIM
+    cond_dim: int = TEXT_DIM  # width of the cross-attention context before `to_cond_embed`
+    ff_mult: int = 4
+    max_seconds: float = 64.0  # timing conditioning normalises seconds by this (clamped above)
+    timestep_features: int = 256
+    timing_features: int = 64
+    rotary_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        """Validate every size, naming the bad one."""
+        super().__post_init__()
+        for name in ("latent_channels", "latent_length", "width", "depth", "heads", "text_dim", "cond_dim", "ff_mult",
+                     "max_seconds", "timestep_features", "timing_features", "rotary_base"):
+            check_positive(name, getattr(self, name))
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise SongtraceError(f"width ({self.width}) must split into {self.heads} heads of an even size")
+        for name in ("timestep_features", "timing_features"):
+            if getattr(self, name) % 2:
+                raise SongtraceError(f"{name} must be even, got {getattr(self, name)}")
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(channels, frames) the model expects."""
+        return self.latent_channels, self.latent_length
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def rotary_tables(n: int, dim_head: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables `[n, dim_head]` of rotary position embeddings for positions 0..n-1."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim_head, 2, dtype=torch.float32) / dim_head))
+    freqs = torch.arange(n, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    freqs = torch.cat([freqs, freqs], dim=-1)
+    return freqs.cos().to(dtype), freqs.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x [..., n, dim_head]` by position (the rotate-half form)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention `[B, H, N, D]` x `[B, H, M, D]`; `key_mask [B, M]` (True = attend) excludes keys."""
+    scores = q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5)
+    if key_mask is not None:
+        scores = torch.where(key_mask[:, None, None, :], scores, torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1) @ v
+
+
+class Attention(nn.Module):
+    """Multi-head attention with stable-audio-tools' names: `to_qkv` (self) or `to_q` + `to_kv` (cross), `to_out`."""
+
+    def __init__(self, dim: int, heads: int, dim_context: int | None = None) -> None:
+        super().__init__()
+        self.heads = heads
+        self.cross = dim_context is not None
+        if self.cross:
+            self.to_q = nn.Linear(dim, dim, bias=False)
+            self.to_kv = nn.Linear(dim_context, 2 * dim, bias=False)
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.reshape(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if self.cross:
+            q = self.to_q(x)
+            k, v = self.to_kv(context).chunk(2, dim=-1)
+        else:
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        out = attention(q, k, v, key_mask)
+        b, _, n, _ = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class GLU(nn.Module):
+    """Gated linear unit with SiLU gate: `proj` gives value and gate."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * nn.functional.silu(gate)
+
+
+class FeedForward(nn.Module):
+    """GLU feed-forward, named `ff.0.proj` / `ff.2` like stable-audio-tools."""
+
+    def __init__(self, dim: int, mult: int) -> None:
+        super().__init__()
+        inner = dim * mult
+        self.ff = nn.Sequential(GLU(dim, inner), nn.Identity(), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention, cross-attention and feed-forward, each residual."""
+
+    def __init__(self, dim: int, heads: int, ff_mult: int) -> None:
+        super().__init__()
+        self.pre_norm = nn.LayerNorm(dim, bias=False)
+        self.self_attn = Attention(dim, heads)
+        self.cross_attend_norm = nn.LayerNorm(dim, bias=False)
+        self.cross_attn = Attention(dim, heads, dim_context=dim)
+        self.ff_norm = nn.LayerNorm(dim, bias=False)
+        self.ff = FeedForward(dim, ff_mult)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.pre_norm(x), key_mask=key_mask, rotary=rotary)
+        x = x + self.cross_attn(self.cross_attend_norm(x), context=context, key_mask=context_mask)
+        return x + self.ff(self.ff_norm(x))
+
+
+def _mlp(dim_in: int, dim_out: int, bias: bool = True) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, dim_out, bias=bias), nn.SiLU(), nn.Linear(dim_out, dim_out, bias=bias))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class DiT(nn.Module):
+    """v-prediction DiT: `forward(x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask) -> v`."""
+
+    def __init__(self, config: DiTConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.latent_shape = config.latent_shape
+        c = config
+        with torch.random.fork_rng(devices=[]):  # deterministic init without touching the global RNG
+            torch.manual_seed(seed)
+            self.timestep_features = FourierFeatures(c.timestep_features)
+            self.to_timestep_embed = _mlp(c.timestep_features, c.width)
+            self.seconds_start = NumberEmbedder(c.cond_dim, c.max_seconds, c.timing_features)
+            self.seconds_total = NumberEmbedder(c.cond_dim, c.max_seconds, c.timing_features)
+            self.text_proj = nn.Identity() if c.text_dim == c.cond_dim else nn.Linear(c.text_dim, c.cond_dim, bias=False)
+            self.to_cond_embed = _mlp(c.cond_dim, c.width, bias=False)
+            self.to_global_embed = _mlp(2 * c.cond_dim, c.width, bias=False)
+            self.project_in = nn.Linear(c.latent_channels, c.width, bias=False)
+            self.layers = nn.ModuleList(TransformerBlock(c.width, c.heads, c.ff_mult) for _ in range(c.depth))
+            self.project_out = nn.Linear(c.width, c.latent_channels, bias=False)
+
+    def condition(
+        self, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, seconds_start: torch.Tensor, seconds_total: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross-attention context `[B, S+2, W]`, its mask `[B, S+2]` and the global token `[B, W]`."""
+        start = self.seconds_start(seconds_start)
+        total = self.seconds_total(seconds_total)
+        tokens = torch.cat([self.text_proj(text), start[:, None], total[:, None]], dim=1)
+        timing_mask = torch.ones(text_mask.shape[0], 2, dtype=torch.bool, device=text_mask.device)
+        context_mask = torch.cat([text_mask.bool(), timing_mask], dim=1)
+        global_embed = self.to_global_embed(torch.cat([start, total], dim=-1))
+        global_embed = global_embed + self.to_timestep_embed(self.timestep_features(t.to(global_embed.dtype)))
+        return self.to_cond_embed(tokens), context_mask, global_embed
+
+    def hidden_states(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        seconds_start: torch.Tensor,
+        seconds_total: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """The frame tokens `[B, L, W]` after each transformer block (for activation-similarity baselines)."""
+        context, context_mask, global_embed = self.condition(t, text, text_mask, seconds_start, seconds_total)
+        x = self.project_in(x_t.transpose(1, 2))
+        x = torch.cat([global_embed[:, None], x], dim=1)
+        key_mask = None
+        if frame_mask is not None:
+            prepend = torch.ones(frame_mask.shape[0], 1, dtype=torch.bool, device=frame_mask.device)
+            key_mask = torch.cat([prepend, frame_mask.bool()], dim=1)
+        rotary = rotary_tables(x.shape[1], self.config.width // self.config.heads, self.config.rotary_base, x.dtype)
+        states = []
+        for layer in self.layers:
+            x = layer(x, context, context_mask, key_mask, rotary)
+            states.append(x[:, 1:])
+        return states
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        seconds_start: torch.Tensor,
+        seconds_total: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict v `[B, C, L]` for noisy latents `x_t [B, C, L]` at times `t [B]`."""
+        h = self.hidden_states(x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask)[-1]
+        return self.project_out(h).transpose(1, 2)
+
+    def named_layer_groups(self) -> dict[str, list[str]]:
+        """Parameter names of the layer groups attribution can target (see `songtrace.model.interface.GROUPS`)."""
+        names = [n for n, _ in self.named_parameters()]
+        return {
+            "to_kv": [n for n in names if n.startswith("layers.") and ".cross_attn.to_kv." in n],
+            "cross_attn": [n for n in names if n.startswith("layers.") and ".cross_attn." in n],
+            "self_attn": [n for n in names if n.startswith("layers.") and ".self_attn." in n],
+            "all": [n for n in names if n.startswith("layers.")],
+        }
+
+    def num_params(self) -> int:
+        """Number of weights."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def tiny_dit(latent_channels: int = 4, latent_length: int = 16, seed: int = 0, **overrides: object) -> DiT:
+    """A DiT of a few thousand weights for unit tests (width 16, depth 2, heads 2)."""
+    fields = {"width": 16, "depth": 2, "heads": 2, "cond_dim": 16, "timestep_features": 16, "timing_features": 8, "max_seconds": 8.0}
+    fields.update(overrides)
+    cfg = DiTConfig(latent_channels=latent_channels, latent_length=latent_length, **fields)  # type: ignore[arg-type]
+    return DiT(cfg, seed=seed).eval()

@@ -1,0 +1,91 @@
+"""Model checkpoints: the architecture registry, `load_model(dir)` and the latent-shape check.
+
+A model directory holds `model.safetensors` (the EMA weights generation and attribution use) and
+`config.json` whose `config` is a `ModelConfig` record: `{"arch": "dit", "dit": {...DiTConfig},
+"train": {...}}`. The architecture name picks the builder from `ARCHITECTURES`, so other model
+families (adapters) plug in without if/elif chains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from songtrace.artifacts import CONFIG_FILE, load_safetensors, read_json
+from songtrace.errors import SongtraceError
+from songtrace.model.dit import DiT, DiTConfig
+
+MODEL_FILE = "model.safetensors"
+MODEL_STAGE = "ModelConfig"
+
+
+def _build_dit(config: Mapping[str, Any]) -> nn.Module:
+    return DiT(DiTConfig.from_dict(config["dit"]))
+
+
+def _build_diffusers(config: Mapping[str, Any]) -> nn.Module:
+    from songtrace.model.adapters.diffusers_dit import build_from_record
+
+    return build_from_record(config)
+
+
+# arch name -> builder taking the `config` record of config.json
+ARCHITECTURES: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {"dit": _build_dit, "diffusers-stable-audio": _build_diffusers}
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """An untrained model for a `ModelConfig` record, via the registry."""
+    arch = str(config.get("arch", "dit"))
+    if arch not in ARCHITECTURES:
+        raise SongtraceError(f"unknown model architecture {arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch](config)
+
+
+def load_model(model_dir: str | Path) -> nn.Module:
+    """Load a finished model directory (weights + config) in eval mode, with errors naming the bad file."""
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / CONFIG_FILE
+    if not cfg_path.exists():
+        raise SongtraceError(f"{cfg_path}: not found; is {model_dir} a model directory? (run `songtrace train` first)")
+    record = read_json(cfg_path)
+    if record.get("stage") != MODEL_STAGE:
+        raise SongtraceError(f"{cfg_path}: holds a {record.get('stage')!r} artifact, not a model")
+    if not record.get("complete"):
+        raise SongtraceError(f"{model_dir}: training did not finish; run `songtrace train` again to resume")
+    try:
+        model = build_model(record["config"])
+    except SongtraceError as e:
+        raise SongtraceError(f"{cfg_path}: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise SongtraceError(f"{cfg_path}: malformed model config ({e})") from None
+    weights = load_safetensors(model_dir / MODEL_FILE)
+    own = dict(model.named_parameters())
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise SongtraceError(
+            f"{model_dir / MODEL_FILE}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    for name, p in own.items():
+        if tuple(weights[name].shape) != tuple(p.shape):
+            raise SongtraceError(
+                f"{model_dir / MODEL_FILE}: {name} has shape {tuple(weights[name].shape)}, the config says {tuple(p.shape)}"
+            )
+    model.load_state_dict(weights, strict=True)
+    model.source_dir = model_dir  # type: ignore[attr-defined]  # for error messages downstream
+    return model.eval()
+
+
+def check_model_matches(model: nn.Module, latent_set: Any, latents_name: str | Path | None = None) -> None:
+    """Raise a clear error when the model's latent shape differs from the latent cache's."""
+    model_shape = tuple(model.latent_shape)
+    data_shape = tuple(latent_set.latent_shape)
+    if model_shape != data_shape:
+        where = getattr(model, "source_dir", "the model")
+        cache = latents_name if latents_name is not None else "the latent cache"
+        raise SongtraceError(
+            f"checkpoint {where} expects latents {model_shape[0]}×{model_shape[1]} (channels×frames), "
+            f"{cache} has {data_shape[0]}×{data_shape[1]}; train the model on this cache or encode with the model's codec"
+        )
