@@ -76,5 +76,5 @@ def test_hash_tensors_sensitive_to_content_and_names():
 def test_read_json_names_the_file(tmp_path):
     p = tmp_path / "bad.json"
     p.write_text("{nope")
-    with pytest.raises(SongtraceError, match="bad.json"):
+    with pytest.raises(SongtraceError, match=r"bad\.json"):
         read_json(p)

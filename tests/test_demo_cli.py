@@ -36,10 +36,11 @@ def test_quick_demo_runs_end_to_end_and_reruns_skip(tmp_path):
     out = runner.invoke(app, ["demo", "--quick", "--home", str(tmp_path), "--json"])
     assert out.exit_code == 0, out.output
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    for stage in ("world", "songclap", "codec", "encode", "train", "generate", "conditioning"):
+    for stage in ("world", "songclap", "codec", "encode", "train", "generate", "conditioning", "fisher", "attribute"):
         assert stage in summary["stage_seconds"]
     assert summary["model"]["valid_loss"] < summary["model"]["valid_loss_init"]
     assert summary["world"]["artists"] >= 4
+    assert summary["attribution"]["self_rank"] >= 1
     assert list((tmp_path / "demo" / "generations").glob("*.latent.safetensors"))
     # A second run finds every artifact finished with the same config and skips the training stages.
     again = runner.invoke(app, ["demo", "--quick", "--home", str(tmp_path), "--json"])

@@ -146,11 +146,39 @@ def run_demo(config: DemoConfig, home: Path | None = None) -> dict[str, Any]:
                 for name in ("songclap", "dsp")}
 
     summary["conditioning"] = timer.run("conditioning", _conditioning)
+    if config.attribute:
+        summary["attribution"] = _attribution_stages(config, home, model_dir, latents_dir, gen_dir, timer)
     summary["stage_seconds"] = timer.seconds
     summary["total_seconds"] = round(sum(timer.seconds.values()), 2)
     demo_dir.mkdir(parents=True, exist_ok=True)
     write_json(demo_dir / "summary.json", summary)
     return summary
+
+
+def _attribution_stages(config: DemoConfig, home: Path, model_dir: Path, latents_dir: Path, gen_dir: Path,
+                        timer: _Timer) -> dict[str, Any]:
+    """Fit the Fisher, then attribute one generated track and one training track (a self-influence check)."""
+    from songtrace.attribution import AttributeConfig, FisherConfig, attribute, fit_fisher
+    from songtrace.latents import LatentSet
+
+    fisher_dir = stage_dir(home, "fisher", "demo")
+    timer.run("fisher", lambda: fit_fisher(model_dir, latents_dir, FisherConfig(n_timesteps=config.fisher_timesteps,
+                                                                                 seed=config.seed), fisher_dir))
+    generated = sorted(gen_dir.glob("*.latent.safetensors"))[0]
+    train_id = LatentSet.load(latents_dir).subset("train").ids[0]
+    queries = [str(generated), f"train:{train_id}"]
+    run = timer.run("attribute", lambda: attribute(queries, AttributeConfig(), model_dir, latents_dir, fisher_dir,
+                                                   home / "demo" / "attribution", home=home))
+    out: dict[str, Any] = {"out_dir": str(run.out_dir)}
+    for result in run.results:
+        top = result.top(5)
+        out[result.query_id] = {
+            "top5": top[["train_id", "artist", "score"]].to_dict("records"),
+            "top_credit": result.credits.head(3).to_dict("records"),
+        }
+        if result.query_id == f"train:{train_id}":
+            out["self_rank"] = int(result.table.set_index("train_id").loc[train_id, "rank"])
+    return out
 
 
 def register(app: typer.Typer) -> None:
