@@ -1,0 +1,381 @@
+"""The diagonal empirical Fisher of seed 002, section 2.2, over the training set.
+
+    (F_diag)_jj = (1/N) Σ_i (1/T) Σ_t (∂L_t(z_i, θ0) / ∂θ_j)²
+
+The square is of the gradient of each single (item, timestep) loss, not of the T-averaged
+gradient. Per-sample gradients come from `torch.func.grad` + `vmap` over the flattened
+(item × timestep) axis, in chunks to bound memory; squares are summed in float64. The timesteps
+and noise of item i are seeded by its id (`make_plan`), so batching does not change F.
+
+`fit_fisher` is the stage: it streams over the training split with a progress bar, checkpoints the
+partial float64 sums every few batches, resumes after an interruption, and writes
+`fisher.safetensors` (float32 F per target parameter) and `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import grad, vmap
+
+from songtrace.artifacts import (
+    StageConfig,
+    begin_stage,
+    check_choice,
+    check_positive,
+    finish_stage,
+    hash_tensors,
+    load_safetensors,
+    load_stage_config,
+    read_json,
+    save_safetensors,
+)
+from songtrace.attribution.groups import split_params, target_params
+from songtrace.attribution.inputs import check_latent_shape, eval_mode, load_latents, load_model, model_latent_shape, params_hash
+from songtrace.diffusion.loss import NoisePlan, make_plan, masked_mse
+from songtrace.diffusion.schedule import add_noise, v_target
+from songtrace.errors import SongtraceError
+from songtrace.latents import LatentSet
+from songtrace.model.interface import Batch, predict_v
+from songtrace.progress import progress_bar
+
+FISHER_FILE = "fisher.safetensors"
+PARTIAL_FILE = "partial.safetensors"
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class FisherConfig(StageConfig):
+    """How the diagonal Fisher is estimated.
+
+    group: target layers (a layer group or a regex, see `target_params`); n_timesteps: T per item;
+    mask: exclude padded frames from the loss (the model was trained unmasked, so False matches
+    training); batch_size: items per data batch; sample_chunk: (item, timestep) samples per vmap
+    call (bounds memory: sample_chunk × |θ_target| floats); method: "vmap" or "loop" (reference).
+    """
+
+    group: str = "all"
+    n_timesteps: int = 16
+    seed: int = 0
+    mask: bool = False
+    batch_size: int = 8
+    sample_chunk: int = 64
+    method: str = "vmap"
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        check_positive("n_timesteps", self.n_timesteps)
+        check_positive("batch_size", self.batch_size)
+        check_positive("sample_chunk", self.sample_chunk)
+        check_choice("per-sample gradient method", self.method, PER_SAMPLE_METHODS)
+
+
+# --------------------------------------------------------------------------- per-sample gradients
+
+
+def flatten_samples(batch: Batch, plan: NoisePlan, mask: bool) -> dict[str, torch.Tensor | None]:
+    """One row per (item, timestep): noisy latent, timestep, conditioning, v target and frame mask."""
+    b, n_t = plan.t.shape
+    x0 = batch.latents[:, None].expand(b, n_t, *batch.latents.shape[1:])
+    shape = (b * n_t, *batch.latents.shape[1:])
+
+    def rep(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(n_t, dim=0)
+
+    return {
+        "x_t": add_noise(x0, plan.noise, plan.t).reshape(shape),
+        "t": plan.t.reshape(b * n_t),
+        "text": rep(batch.text),
+        "text_mask": rep(batch.text_mask),
+        "seconds_start": rep(batch.seconds_start),
+        "seconds_total": rep(batch.seconds_total),
+        "target": v_target(x0, plan.noise, plan.t).reshape(shape),
+        "frame_mask": rep(batch.frame_mask()) if mask else None,
+    }
+
+
+_SAMPLE_KEYS = ("x_t", "t", "text", "text_mask", "seconds_start", "seconds_total", "target", "frame_mask")
+
+
+def sample_loss_fn(model: nn.Module, frozen: Params) -> Callable[..., torch.Tensor]:
+    """L_t of one (item, timestep) sample as a function of the target parameters (unbatched inputs)."""
+
+    def loss(target: Params, x_t, t, text, text_mask, seconds_start, seconds_total, v, frame_mask) -> torch.Tensor:
+        fm = frame_mask[None] if frame_mask is not None else None
+        cond = (text[None], text_mask[None], seconds_start[None], seconds_total[None])
+        pred = predict_v(model, {**frozen, **target}, x_t[None], t[None], *cond, fm)
+        return masked_mse(pred, v[None], fm)[0]
+
+    return loss
+
+
+def _grads_vmap(loss: Callable[..., torch.Tensor], target: Params, samples: Mapping[str, torch.Tensor | None]) -> Params:
+    """Per-sample gradients by `vmap(grad(loss))` over the sample axis."""
+    args = [samples[k] for k in _SAMPLE_KEYS]
+    in_dims = (None, *[None if a is None else 0 for a in args])
+    return vmap(grad(loss), in_dims=in_dims)(target, *args)
+
+
+def _grads_loop(loss: Callable[..., torch.Tensor], target: Params, samples: Mapping[str, torch.Tensor | None]) -> Params:
+    """Per-sample gradients one sample at a time (the reference the vmap path is tested against)."""
+    n = samples["t"].shape[0]
+    g = grad(loss)
+    rows = [g(target, *[None if samples[k] is None else samples[k][s] for k in _SAMPLE_KEYS]) for s in range(n)]
+    return {k: torch.stack([r[k] for r in rows]) for k in target}
+
+
+PER_SAMPLE_METHODS: dict[str, Callable[..., Params]] = {"vmap": _grads_vmap, "loop": _grads_loop}
+
+
+def per_sample_grads(
+    model: nn.Module,
+    params_target: Params,
+    params_frozen: Params,
+    batch: Batch,
+    plan: NoisePlan,
+    mask: bool,
+    method: str = "vmap",
+) -> Params:
+    """∂L_t(z_i, θ)/∂θ for every (item, timestep) of the batch: name -> [B*T, *shape] (item-major)."""
+    check_choice("per-sample gradient method", method, PER_SAMPLE_METHODS)
+    samples = flatten_samples(batch, plan, mask)
+    return PER_SAMPLE_METHODS[method](sample_loss_fn(model, params_frozen), params_target, samples)
+
+
+def accumulate_squares(sums: Params, grads: Mapping[str, torch.Tensor]) -> Params:
+    """sums[n] + Σ_samples grads[n]² in float64 (pure: returns new tensors)."""
+    return {k: sums[k] + grads[k].to(torch.float64).square().sum(0) for k in sums}
+
+
+def batch_square_sums(
+    model: nn.Module,
+    params_target: Params,
+    params_frozen: Params,
+    batch: Batch,
+    config: FisherConfig,
+    latent_shape: tuple[int, int],
+) -> Params:
+    """Σ over the batch's items and T timesteps of the squared per-sample gradients (float64)."""
+    plan = make_plan(batch.ids, config.n_timesteps, latent_shape, config.seed)
+    sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params_target.items()}
+    samples = flatten_samples(batch, plan, config.mask)
+    loss = sample_loss_fn(model, params_frozen)
+    n = samples["t"].shape[0]
+    for start in range(0, n, config.sample_chunk):
+        sl = slice(start, min(n, start + config.sample_chunk))
+        chunk = {k: (None if v is None else v[sl]) for k, v in samples.items()}
+        sums = accumulate_squares(sums, PER_SAMPLE_METHODS[config.method](loss, params_target, chunk))
+    return sums
+
+
+def fisher_diag(sums: Mapping[str, torch.Tensor], n_items: int, n_timesteps: int) -> Params:
+    """F = sums / (N·T) as float32: the mean over items and timesteps of the squared gradients."""
+    if n_items <= 0:
+        raise SongtraceError("the Fisher needs at least one training item")
+    return {k: (v / (n_items * n_timesteps)).to(torch.float32) for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- the Fisher object
+
+
+@dataclasses.dataclass
+class Fisher:
+    """A diagonal Fisher with what it was computed on: F per parameter, N, config, input hashes."""
+
+    diag: Params
+    n_items: int
+    config: FisherConfig
+    model_hash: str = ""
+    latents_hash: str = ""
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write `fisher.safetensors` (the config.json is written by the stage)."""
+        save_safetensors(Path(out_dir) / FISHER_FILE, self.diag, metadata={"n_items": str(self.n_items)})
+
+    @classmethod
+    def load(cls, fisher_dir: str | Path) -> Fisher:
+        """Read a finished Fisher artifact, checking it for NaN/inf/negative entries."""
+        fisher_dir = Path(fisher_dir)
+        if not (fisher_dir / FISHER_FILE).exists() and not (fisher_dir / "config.json").exists():
+            raise SongtraceError(f"{fisher_dir}: no Fisher here; run `songtrace fisher` first")
+        config = load_stage_config(fisher_dir, FisherConfig)
+        record = read_json(fisher_dir / "config.json")
+        diag = load_safetensors(fisher_dir / FISHER_FILE)
+        fisher = cls(
+            diag=diag,
+            n_items=int(record["n_items"]),
+            config=config,
+            model_hash=str(record["inputs"].get("model", "")),
+            latents_hash=str(record["inputs"].get("latents", "")),
+        )
+        check_fisher(fisher.diag, damping=None, source=str(fisher_dir / FISHER_FILE))
+        return fisher
+
+
+def check_fisher(diag: Mapping[str, torch.Tensor], damping: float | None = 0.0, source: str = "Fisher") -> None:
+    """Refuse a Fisher that cannot be inverted: NaN/inf or negative entries always; zeros unless damping > 0.
+
+    `damping=None` checks only NaN/inf/negative (loading); with damping > 0, F + λ > 0 so zeros are fine.
+    """
+    for name, f in diag.items():
+        if not torch.isfinite(f).all():
+            bad = int((~torch.isfinite(f)).sum())
+            raise SongtraceError(f"{source}: the Fisher of {name!r} has {bad} NaN/inf entries; refit it (check the model and data for NaN)")
+        if (f < 0).any():
+            raise SongtraceError(f"{source}: the Fisher of {name!r} has negative entries; a diagonal Fisher is a mean of squares")
+        if damping is not None and damping <= 0 and (f == 0).any():
+            zeros = int((f == 0).sum())
+            raise SongtraceError(
+                f"{source}: the Fisher of {name!r} has {zeros} zero entries, so F⁻¹ is infinite; "
+                "use a damping > 0 or drop that parameter from the target group"
+            )
+
+
+def check_fits(fisher: Fisher | Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor], source: str = "Fisher") -> None:
+    """Refuse a Fisher whose parameter names or shapes do not cover the target parameters."""
+    diag = fisher.diag if isinstance(fisher, Fisher) else fisher
+    missing = [n for n in params if n not in diag]
+    if missing:
+        raise SongtraceError(
+            f"{source} has no entries for {len(missing)} target parameters (e.g. {missing[:3]}); "
+            "it was fitted on another layer group or another model; refit it with --group covering the target"
+        )
+    wrong = [f"{n}: Fisher {list(diag[n].shape)} vs model {list(p.shape)}" for n, p in params.items() if diag[n].shape != p.shape]
+    if wrong:
+        raise SongtraceError(f"{source} does not fit this model's parameter shapes: {'; '.join(wrong[:3])}")
+
+
+def check_inputs(fisher: Fisher, model_hash: str, latents_hash: str, source: str = "Fisher") -> None:
+    """Refuse a Fisher fitted on other weights or other data (hash mismatch)."""
+    if fisher.model_hash and fisher.model_hash != model_hash:
+        raise SongtraceError(
+            f"{source} was fitted on another model (weights hash {fisher.model_hash[:12]}, this model {model_hash[:12]}); "
+            "refit it with `songtrace fisher` for this model"
+        )
+    if fisher.latents_hash and fisher.latents_hash != latents_hash:
+        raise SongtraceError(
+            f"{source} was fitted on other data (latents hash {fisher.latents_hash[:12]}, these latents {latents_hash[:12]}); "
+            "refit it with `songtrace fisher` for this data"
+        )
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _batches(n: int, batch_size: int, start: int = 0) -> list[range]:
+    """Row ranges of consecutive batches covering items start..n."""
+    return [range(s, min(n, s + batch_size)) for s in range(start, n, batch_size)]
+
+
+def compute_fisher(model: nn.Module, latents: LatentSet, config: FisherConfig) -> Fisher:
+    """The diagonal Fisher of `model` over `latents` (its `config.split`), in memory, for notebooks and tests."""
+    data = latents.subset(config.split)
+    check_latent_shape(model, data)
+    names = target_params(model, config.group)
+    target, frozen = split_params(model, names)
+    shape = model_latent_shape(model, data)
+    sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in target.items()}
+    with eval_mode(model):
+        for rows in _batches(len(data), config.batch_size):
+            part = batch_square_sums(model, target, frozen, data.batch(rows), config, shape)
+            sums = {k: sums[k] + part[k] for k in sums}
+    return Fisher(fisher_diag(sums, len(data), config.n_timesteps), len(data), config, params_hash(model), latents.content_hash())
+
+
+def fit_fisher(
+    model_dir: str | Path,
+    latents_dir: str | Path,
+    config: FisherConfig,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    checkpoint_every: int = 10,
+    max_batches: int | None = None,
+    model: nn.Module | None = None,
+) -> Path:
+    """Fit the Fisher stage into `out_dir`, resuming partial work; returns `out_dir`.
+
+    Every `checkpoint_every` batches the float64 sums and the number of items done go to
+    `partial.safetensors`; a rerun with the same config continues from there and gives the same F
+    bit for bit. `max_batches` stops after that many batches in this call (time-sliced jobs): the
+    stage then stays pending and a later call finishes it.
+    """
+    out_dir = Path(out_dir)
+    model = model if model is not None else load_model(model_dir)
+    latents = load_latents(latents_dir)
+    data = latents.subset(config.split)
+    check_latent_shape(model, data)
+    inputs = {"model": params_hash(model), "latents": latents.content_hash()}
+    if begin_stage(out_dir, config, inputs, overwrite=overwrite):
+        return out_dir
+    names = target_params(model, config.group)
+    target, frozen = split_params(model, names)
+    shape = model_latent_shape(model, data)
+    n = len(data)
+    sums, done = _load_partial(out_dir / PARTIAL_FILE, target)
+    batches = _batches(n, config.batch_size, done)
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    bar = progress_bar(n, desc="fisher", unit="item", initial=done)
+    try:
+        with eval_mode(model):
+            for i, rows in enumerate(batches, 1):
+                part = batch_square_sums(model, target, frozen, data.batch(rows), config, shape)
+                sums = {k: sums[k] + part[k] for k in sums}
+                done = rows.stop
+                bar.update(len(rows))
+                if i % checkpoint_every == 0 or done == n or i == len(batches):
+                    _save_partial(out_dir / PARTIAL_FILE, sums, done)
+    finally:
+        bar.close()
+    if done < n:
+        return out_dir
+    fisher = Fisher(fisher_diag(sums, n, config.n_timesteps), n, config, inputs["model"], inputs["latents"])
+    check_fisher(fisher.diag, damping=None, source=str(out_dir / FISHER_FILE))
+    fisher.save(out_dir)
+    zeros = sum(int((f == 0).sum()) for f in fisher.diag.values())
+    finish_stage(
+        out_dir,
+        config,
+        inputs,
+        content_hash=hash_tensors(fisher.diag),
+        extra={
+            "n_items": n,
+            "n_params": sum(f.numel() for f in fisher.diag.values()),
+            "n_zero_entries": zeros,
+            "mean_f": mean_fisher(fisher.diag),
+        },
+    )
+    (out_dir / PARTIAL_FILE).unlink(missing_ok=True)
+    return out_dir
+
+
+def _save_partial(path: Path, sums: Params, done: int) -> None:
+    """Checkpoint the float64 sums and the number of items done."""
+    save_safetensors(path, sums, metadata={"items_done": str(done)})
+
+
+def _load_partial(path: Path, target: Params) -> tuple[Params, int]:
+    """The checkpointed sums (or zeros) and the items done so far."""
+    if not path.exists():
+        return {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in target.items()}, 0
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        done = int((f.metadata() or {}).get("items_done", "0"))
+    sums = load_safetensors(path)
+    if set(sums) != set(target) or any(sums[k].shape != target[k].shape for k in target):
+        raise SongtraceError(f"{path}: the partial Fisher does not match the target parameters; rerun with --overwrite")
+    return sums, done
+
+
+def mean_fisher(diag: Mapping[str, torch.Tensor]) -> float:
+    """Mean of F over all entries (the scale a relative damping refers to)."""
+    total = sum(float(f.double().sum()) for f in diag.values())
+    count = sum(f.numel() for f in diag.values())
+    return total / count if count else math.nan

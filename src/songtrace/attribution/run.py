@@ -1,0 +1,269 @@
+"""Attribution runs: unlearn each query, score the whole training set, rank, credit artists, write the artifact.
+
+In memory (a notebook, the user's own model): `attribute_queries(model, fisher, latents, queries, config)`.
+From artifact directories (the CLI): `attribute(queries, config, model_dir, latents_dir, fisher_dir, out_dir)`,
+which writes `scores.parquet` (query_id, train_id, artist, title, score, rank, config_hash; one row
+per training item and query, in data order), `credits.parquet` (per-artist credit shares) and `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from songtrace.artifacts import (
+    CONFIG_FILE,
+    StageConfig,
+    artifact_hash,
+    atomic_path,
+    begin_stage,
+    finish_stage,
+    hash_json,
+    hash_tensors,
+    read_json,
+)
+from songtrace.attribution.fisher import Fisher, check_fits, check_inputs
+from songtrace.attribution.groups import split_params, target_params
+from songtrace.attribution.inputs import load_latents, load_model, params_hash
+from songtrace.attribution.query import Query, QueryContext, resolve_query
+from songtrace.attribution.score import ScoreConfig, base_losses, credit_shares, ranks, score_many
+from songtrace.attribution.unlearn import UnlearnConfig, delta_norm, unlearn
+from songtrace.errors import SongtraceError
+from songtrace.home import resolve_home
+from songtrace.latents import LatentSet
+from songtrace.progress import progress
+
+SCORES_FILE = "scores.parquet"
+CREDITS_FILE = "credits.parquet"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeConfig(StageConfig):
+    """One attribution run: the unlearning step (Eq. 6) and the scoring of τ (Eq. 2).
+
+    How many rows to show is not part of it (it does not change the result): see `Attribution.top`.
+    """
+
+    unlearn: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+
+
+@dataclasses.dataclass
+class Attribution:
+    """The result for one query: τ for every training item, its ranking and the artists' credit shares."""
+
+    query_id: str
+    scores: torch.Tensor  # [N] float64, data order
+    table: pd.DataFrame  # one row per training item, sorted by rank
+    credits: pd.DataFrame  # one row per artist, sorted by share
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def top(self, k: int = 20) -> pd.DataFrame:
+        """The k most attributed training items."""
+        return self.table.head(k)
+
+
+def ranking_table(
+    query_id: str, scores: torch.Tensor, data: LatentSet, titles: Mapping[str, str] | None = None, config_hash: str = ""
+) -> pd.DataFrame:
+    """One row per training item: query_id, train_id, artist, title, score, rank, config_hash; sorted by rank."""
+    titles = titles or {}
+    table = pd.DataFrame({
+        "query_id": query_id,
+        "train_id": data.ids,
+        "artist": data.artists,
+        "title": [titles.get(i, "") for i in data.ids],
+        "score": scores.numpy(),
+        "rank": ranks(scores).numpy(),
+        "config_hash": config_hash,
+    })
+    return table.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def credits_table(query_id: str, scores: torch.Tensor, data: LatentSet) -> pd.DataFrame:
+    """Per-artist credit shares (sum of positive τ per artist / total positive τ)."""
+    rows = credit_shares(scores, data.artists)
+    return pd.DataFrame([{"query_id": query_id, **r} for r in rows])
+
+
+def attribute_queries(
+    model: nn.Module,
+    fisher: Fisher,
+    latents: LatentSet,
+    queries: Sequence[Query],
+    config: AttributeConfig,
+    base: torch.Tensor | None = None,
+    titles: Mapping[str, str] | None = None,
+) -> list[Attribution]:
+    """Unlearn each query (Eq. 6) and score every training item for all of them in one data pass (Eq. 2).
+
+    `base` (from `base_losses` with the same score config and mask) saves recomputing L(z_i, θ0).
+    """
+    data = latents.subset(config.score.split)
+    mask_loss = config.unlearn.mask_loss
+    if base is None:
+        base = base_losses(model, latents, config.score, mask_loss)
+    deltas = [unlearn(model, fisher, q.batch, config.unlearn) for q in progress(queries, total=len(queries), desc="unlearn", unit="query")]
+    scores = score_many(model, deltas, latents, config.score, mask_loss, base=base)
+    out = []
+    for q, d, s in zip(queries, deltas, scores, strict=True):
+        meta = {"kind": q.kind, "source": q.source, "delta_norm": delta_norm(d), **q.meta}
+        table = ranking_table(q.query_id, s, data, titles, config.config_hash())
+        out.append(Attribution(q.query_id, s, table, credits_table(q.query_id, s, data), meta))
+    return out
+
+
+# --------------------------------------------------------------------------- from artifact directories
+
+
+def item_titles(latents_dir: str | Path, home: str | Path | None = None) -> dict[str, str]:
+    """Titles of the items: a `title` column of the cache's items.parquet, else the manifest of the world it was encoded from.
+
+    The world is looked up as `<home>/worlds/*` whose content hash equals the one the latent cache
+    records, so titles never come from another world. Missing titles are empty strings.
+    """
+    latents_dir = Path(latents_dir)
+    items = pq.read_table(latents_dir / "items.parquet").to_pandas()
+    if "title" in items:
+        return dict(zip(items["id"].astype(str), items["title"].astype(str), strict=True))
+    try:
+        world_hash = read_json(latents_dir / CONFIG_FILE).get("inputs", {}).get("world")
+    except SongtraceError:
+        return {}
+    worlds = resolve_home(home) / "worlds"
+    if not world_hash or not worlds.is_dir():
+        return {}
+    for world_dir in sorted(worlds.iterdir()):
+        manifest = world_dir / "manifest.parquet"
+        if not manifest.exists():
+            continue
+        try:
+            if artifact_hash(world_dir) != world_hash:
+                continue
+        except SongtraceError:
+            continue
+        table = pq.read_table(manifest).to_pandas()
+        if "title" in table and "id" in table:
+            return dict(zip(table["id"].astype(str), table["title"].astype(str), strict=True))
+    return {}
+
+
+@dataclasses.dataclass
+class AttributionRun:
+    """A finished run directory and its results."""
+
+    out_dir: Path
+    results: list[Attribution]
+    record: dict[str, Any]
+
+
+def attribute(
+    queries: Sequence[str],
+    config: AttributeConfig,
+    model_dir: str | Path,
+    latents_dir: str | Path,
+    fisher_dir: str | Path,
+    out_dir: str | Path,
+    home: str | Path | None = None,
+    codec_dir: str | Path | None = None,
+    caption: str | None = None,
+    seconds: float | None = None,
+    overwrite: bool = False,
+    use_cache: bool = True,
+) -> AttributionRun:
+    """Attribute queries to the training set from artifact dirs; writes scores/credits Parquet and config.json into `out_dir`.
+
+    Refuses a Fisher fitted on another model or other data. Base losses L(z_i, θ0) are cached under
+    `<home>/cache/base_losses/`. A rerun with the same config and inputs reads the finished results.
+    """
+    if not queries:
+        raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
+    out_dir = Path(out_dir)
+    model = load_model(model_dir)
+    latents = load_latents(latents_dir)
+    fisher = Fisher.load(fisher_dir)
+    model_hash, latents_hash = params_hash(model), latents.content_hash()
+    check_inputs(fisher, model_hash, latents_hash, source=f"the Fisher at {fisher_dir}")
+    target, _ = split_params(model, target_params(model, config.unlearn.group))
+    check_fits(fisher, target, source=f"the Fisher at {fisher_dir}")
+    ctx = QueryContext(latents, Path(model_dir), Path(codec_dir) if codec_dir else None, caption=caption, seconds=seconds)
+    resolved = [resolve_query(q, ctx) for q in queries]
+    if len({q.query_id for q in resolved}) != len(resolved):
+        raise SongtraceError(f"two queries resolve to the same id: {[q.query_id for q in resolved]}")
+    inputs = {
+        "model": model_hash,
+        "latents": latents_hash,
+        "fisher": artifact_hash(fisher_dir),
+        "queries": hash_json([[q.query_id, hash_tensors({"latent": q.batch.latents, "text": q.batch.text})] for q in resolved]),
+    }
+    if begin_stage(out_dir, config, inputs, overwrite=overwrite):
+        return load_attribution(out_dir)
+    for q in resolved:
+        if q.generated is not None:
+            from songtrace.diffusion.generate import save_generated
+
+            save_generated(q.generated, out_dir / "queries" / f"{_safe_name(q.query_id)}.wav")
+    cache_dir = resolve_home(home) / "cache" / "base_losses" if use_cache else None
+    base = base_losses(model, latents, config.score, config.unlearn.mask_loss, cache_dir=cache_dir, model_hash=model_hash)
+    titles = item_titles(latents_dir, home)
+    order = {item: i for i, item in enumerate(latents.subset(config.score.split).ids)}
+    results = attribute_queries(model, fisher, latents, resolved, config, base=base, titles=titles)
+    scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results], ignore_index=True)
+    credits = pd.concat([r.credits for r in results], ignore_index=True)
+    _write_parquet(out_dir / SCORES_FILE, scores)
+    _write_parquet(out_dir / CREDITS_FILE, credits)
+    record = finish_stage(
+        out_dir,
+        config,
+        inputs,
+        content_hash=hash_json({"scores": hash_tensors({"s": scores["score"].to_numpy()}), "ids": scores["train_id"].tolist()}),
+        extra={
+            "queries": [{"query_id": r.query_id, **r.meta} for r in results],
+            "n_items": len(latents.subset(config.score.split)),
+            "n_fisher_items": fisher.n_items,
+            "fisher_dir": str(fisher_dir),
+            "model_dir": str(model_dir),
+            "latents_dir": str(latents_dir),
+            "seeds": {"unlearn": config.unlearn.seed, "score": config.score.seed, "fisher": fisher.config.seed},
+            "mask_unlearn": config.unlearn.mask_unlearn,
+            "mask_loss": config.unlearn.mask_loss,
+        },
+    )
+    return AttributionRun(out_dir, results, record)
+
+
+def _safe_name(query_id: str) -> str:
+    """A file name for a query id (prompts hold spaces and punctuation)."""
+    keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in query_id)
+    return f"{keep[:60]}-{hash_json(query_id)[:8]}"
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+
+
+def load_attribution(out_dir: str | Path) -> AttributionRun:
+    """Read a finished attribution run back (scores, credits, config.json)."""
+    out_dir = Path(out_dir)
+    record = read_json(out_dir / CONFIG_FILE)
+    if not record.get("complete"):
+        raise SongtraceError(f"{out_dir}: the attribution run did not finish; run it again")
+    scores = pq.read_table(out_dir / SCORES_FILE).to_pandas()
+    credits = pq.read_table(out_dir / CREDITS_FILE).to_pandas()
+    meta = {q["query_id"]: q for q in record.get("queries", [])}
+    results = []
+    for qid in dict.fromkeys(scores["query_id"]):
+        in_data_order = scores[scores["query_id"] == qid]
+        s = torch.tensor(in_data_order["score"].to_numpy())
+        table = in_data_order.sort_values("rank", kind="stable").reset_index(drop=True)
+        results.append(Attribution(qid, s, table, credits[credits["query_id"] == qid].reset_index(drop=True), meta.get(qid, {})))
+    return AttributionRun(out_dir, results, record)

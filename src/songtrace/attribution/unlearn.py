@@ -1,0 +1,205 @@
+"""Unlearning the query ẑ (seed 002, Eq. 6), on the target layers only.
+
+Eq. 6 is the fixed point θ = θ0 + (1/N) F⁻¹ ∇L(ẑ, θ) of the objective
+−L(ẑ, θ) + (N/2)(θ − θ0)ᵀ F (θ − θ0) (Eq. 5). We iterate it as preconditioned gradient ascent
+on the query loss, with learning rate η and damping λ:
+
+    θ_{k+1} = θ_k + η · (1/N) · (F + λ)⁻¹ ∇θ L(ẑ, θ_k),     k = 0 .. steps−1,
+
+the gradient being re-evaluated at θ_k each step (steps = 1 is θ' = θ0 + η (1/N) F⁻¹ ∇L(ẑ, θ0)).
+L(ẑ, θ) = (1/T) Σ_t L_t(ẑ, θ) over T timesteps (the paper uses T = 2048); the same timesteps and
+noise (seeded by the query id) are used at every step, so each step sees the same objective.
+
+Damping: "absolute" adds λ = damping to F; "relative" adds λ = damping · mean(F) over the target
+parameters, which keeps the setting meaningful across models whose Fisher scales differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+from torch.func import grad
+
+from songtrace.artifacts import StageConfig, check_choice, check_positive
+from songtrace.attribution.fisher import Fisher, check_fisher, check_fits, mean_fisher
+from songtrace.attribution.groups import split_params, target_params
+from songtrace.attribution.inputs import eval_mode
+from songtrace.diffusion.loss import NoisePlan, diffusion_loss, make_plan
+from songtrace.errors import SongtraceError
+from songtrace.model.interface import Batch
+
+Params = dict[str, torch.Tensor]
+
+# Mask name -> (M_U: mask padding in the unlearning loss, M_L: mask padding in the attribution loss).
+MASKS: dict[str, tuple[bool, bool]] = {
+    "none": (False, False),
+    "both": (True, True),
+    "M_L": (False, True),
+    "mixed": (True, False),  # the paper's best: M_U only
+}
+
+DAMPING_MODES: dict[str, Callable[[Mapping[str, torch.Tensor], float], float]] = {
+    "absolute": lambda diag, damping: damping,
+    "relative": lambda diag, damping: damping * mean_fisher(diag),
+}
+
+MAX_STEPS = 4
+
+
+def mask_setting(name: str) -> tuple[bool, bool]:
+    """(mask_unlearn M_U, mask_loss M_L) of a mask name, with a clear error listing the names."""
+    check_choice("mask", name, MASKS)
+    return MASKS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearnConfig(StageConfig):
+    """The unlearning step's settings (seed 002 section 3.2 grid: lr, steps, target layers, masks).
+
+    lr: η (η = 1 is Eq. 6 as written; the scale is model dependent: the paper's best, 1e-6, also ranks
+    unlearned training tracks first on the demo DiT, where 1e-2 wrecks the model; choose it by self-influence);
+    steps: 1..4 updates with the gradient re-evaluated; group: target layers; damping and
+    damping_mode: λ added to F (see module doc); n_timesteps: T of the query loss (paper: 2048);
+    seed: seeds the query's timesteps and noise; mask: none | both | M_L | mixed;
+    timestep_chunk: timesteps per forward/backward (bounds memory, not the result).
+    """
+
+    lr: float = 1e-6
+    steps: int = 1
+    group: str = "all"
+    damping: float = 1e-3
+    damping_mode: str = "relative"
+    n_timesteps: int = 256
+    seed: int = 0
+    mask: str = "mixed"
+    timestep_chunk: int = 64
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise SongtraceError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        check_positive("damping", self.damping, allow_zero=True)
+        check_choice("damping mode", self.damping_mode, DAMPING_MODES)
+        check_positive("n_timesteps", self.n_timesteps)
+        check_positive("timestep_chunk", self.timestep_chunk)
+        check_choice("mask", self.mask, MASKS)
+
+    @property
+    def mask_unlearn(self) -> bool:
+        """M_U: padded frames excluded from the unlearning loss."""
+        return MASKS[self.mask][0]
+
+    @property
+    def mask_loss(self) -> bool:
+        """M_L: padded frames excluded from the attribution loss."""
+        return MASKS[self.mask][1]
+
+
+# --------------------------------------------------------------------------- pure math
+
+
+def damping_value(diag: Mapping[str, torch.Tensor], damping: float, mode: str) -> float:
+    """The absolute λ added to F, from a damping setting and its mode."""
+    check_choice("damping mode", mode, DAMPING_MODES)
+    return float(DAMPING_MODES[mode](diag, damping))
+
+
+def unlearn_step(
+    theta: Mapping[str, torch.Tensor],
+    grad_query: Mapping[str, torch.Tensor],
+    fisher: Mapping[str, torch.Tensor],
+    lr: float,
+    n_train: int,
+    damping: float,
+) -> Params:
+    """One step of Eq. 6: θ + η · (1/N) · (F + λ)⁻¹ ∇L(ẑ, θ), for the parameters in `grad_query`.
+
+    Works equally on θ or on the delta θ − θ0 (the update is additive). Computed in float64, returned
+    in θ's dtype.
+    """
+    out = {}
+    for k, g in grad_query.items():
+        step = lr / n_train * g.to(torch.float64) / (fisher[k].to(torch.float64) + damping)
+        out[k] = (theta[k].to(torch.float64) + step).to(theta[k].dtype)
+    return out
+
+
+def apply_delta(theta0: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]) -> Params:
+    """θ0 + δ for the parameters δ names (the others are left to the module)."""
+    return {k: theta0[k] + d for k, d in delta.items()}
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def query_gradient(
+    model: nn.Module,
+    params_target: Mapping[str, torch.Tensor],
+    params_frozen: Mapping[str, torch.Tensor],
+    query: Batch,
+    plan: NoisePlan,
+    mask: bool,
+    chunk: int = 64,
+) -> Params:
+    """∇θ of the T-averaged query loss (1/T) Σ_t L_t(ẑ, θ) over the target parameters.
+
+    Accumulated over timestep chunks (float64), so memory is bounded by `chunk` timesteps. For a
+    batch of several queries, the gradient of the sum of their T-averaged losses.
+    """
+    n_t = plan.t.shape[1]
+    frozen = dict(params_frozen)
+
+    def chunk_loss(target: Params, sub: NoisePlan) -> torch.Tensor:
+        return diffusion_loss(model, {**frozen, **target}, query, sub, mask=mask).sum() / n_t
+
+    g_fn = grad(chunk_loss)
+    total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params_target.items()}
+    for start in range(0, n_t, chunk):
+        g = g_fn(dict(params_target), plan.select_timesteps(slice(start, min(n_t, start + chunk))))
+        total = {k: total[k] + g[k].to(torch.float64) for k in total}
+    return {k: v.to(params_target[k].dtype) for k, v in total.items()}
+
+
+def query_plan(query: Batch, config: UnlearnConfig) -> NoisePlan:
+    """The query's T timesteps and noise, seeded by (seed, query id)."""
+    shape = (int(query.latents.shape[1]), int(query.latents.shape[2]))
+    return make_plan(query.ids, config.n_timesteps, shape, config.seed)
+
+
+def unlearn(
+    model: nn.Module,
+    fisher: Fisher | Mapping[str, torch.Tensor],
+    query: Batch,
+    config: UnlearnConfig,
+    n_train: int | None = None,
+) -> Params:
+    """Unlearn the query from θ0 (Eq. 6, `config.steps` times); returns only δ = θ' − θ0 on the target parameters.
+
+    `fisher` is a `Fisher` (its N is used) or a dict of F per parameter (then pass `n_train`).
+    The model is not modified.
+    """
+    diag = fisher.diag if isinstance(fisher, Fisher) else dict(fisher)
+    n = n_train if n_train is not None else (fisher.n_items if isinstance(fisher, Fisher) else None)
+    if not n:
+        raise SongtraceError("unlearn needs N, the number of training items the Fisher averages over (pass n_train)")
+    names = target_params(model, config.group)
+    theta0, frozen = split_params(model, names)
+    check_fits(diag, theta0)
+    f_target = {k: diag[k] for k in names}
+    lam = damping_value(f_target, config.damping, config.damping_mode)
+    check_fisher(f_target, damping=lam)
+    plan = query_plan(query, config)
+    delta = {k: torch.zeros_like(v) for k, v in theta0.items()}
+    with eval_mode(model):
+        for _ in range(config.steps):
+            g = query_gradient(model, apply_delta(theta0, delta), frozen, query, plan, config.mask_unlearn, config.timestep_chunk)
+            delta = unlearn_step(delta, g, f_target, config.lr, n, lam)
+    return delta
+
+
+def delta_norm(delta: Mapping[str, torch.Tensor]) -> float:
+    """‖δ‖₂ over all target parameters (a quick size check of an unlearning step)."""
+    return float(sum(float(d.double().square().sum()) for d in delta.values()) ** 0.5)
