@@ -69,15 +69,7 @@ class LatentSet:
         if isinstance(rows, slice):
             rows = range(len(self.ids))[rows]
         idx = torch.tensor(list(rows), dtype=torch.long)
-        return Batch(
-            ids=[self.ids[int(i)] for i in idx],
-            latents=self.latents[idx],
-            n_frames=self.n_frames[idx],
-            text=self.text[idx],
-            text_mask=self.text_mask[idx],
-            seconds_start=self.seconds_start[idx],
-            seconds_total=self.seconds_total[idx],
-        )
+        return Batch(ids=[self.ids[int(i)] for i in idx], **{k: v[idx] for k, v in self.tensors().items()})
 
     def subset(self, split: str | None) -> LatentSet:
         """Only the items of one split ("train", "valid"); None keeps all."""
@@ -91,12 +83,7 @@ class LatentSet:
             ids=[self.ids[i] for i in rows],
             artists=[self.artists[i] for i in rows],
             splits=[self.splits[i] for i in rows],
-            latents=self.latents[idx],
-            n_frames=self.n_frames[idx],
-            text=self.text[idx],
-            text_mask=self.text_mask[idx],
-            seconds_start=self.seconds_start[idx],
-            seconds_total=self.seconds_total[idx],
+            **{k: v[idx] for k, v in self.tensors().items()},
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
