@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("SONGTRACE_QUIET", "1")
 
-import torch  # noqa: E402
+import torch
 
 # Tiny models run fastest, and reproducibly, on one thread; CI machines are small and shared.
 torch.set_num_threads(1)
