@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,13 +60,13 @@ def attribute(
     ],
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking to print.")] = 20,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <home>/runs/attribute/<run hash>).")] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate η of the unlearning step (model dependent).")] = 1e-6,
-    steps: Annotated[int, typer.Option("--steps", help="Unlearning steps (1-4), gradient re-evaluated each step.")] = 1,
-    group: GroupOption = "all",
-    mask: Annotated[str, typer.Option("--mask", help="Padding masks: mixed (M_U only, the paper's best), both, M_L, none.")] = "mixed",
-    damping: Annotated[float, typer.Option("--damping", help="Damping λ added to F (see --damping-mode).")] = 1e-3,
-    damping_mode: Annotated[str, typer.Option("--damping-mode", help="relative (λ = damping × mean F) or absolute.")] = "relative",
-    timesteps: Annotated[int, typer.Option("--timesteps", help="Timesteps T of the query loss (paper: 2048).")] = 256,
+    lr: Annotated[float | None, typer.Option("--lr", help="Unlearning learning rate η (default: selfinfluence's best).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Unlearning steps (1-4), gradient re-evaluated each step.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Target layers: to_kv, cross_attn, self_attn, all, or re:REGEX.")] = None,
+    mask: Annotated[str | None, typer.Option("--mask", help="Padding masks: mixed (M_U only, the paper's best), both, M_L, none.")] = None,
+    damping: Annotated[float | None, typer.Option("--damping", help="Damping λ added to F (see --damping-mode).")] = None,
+    damping_mode: Annotated[str | None, typer.Option("--damping-mode", help="relative (λ = damping × mean F) or absolute.")] = None,
+    timesteps: Annotated[int | None, typer.Option("--timesteps", help="Timesteps T of the query loss (paper: 2048).")] = None,
     score_timesteps: Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring.")] = 32,
     seed: SeedOption = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training items per scoring batch.")] = 16,
@@ -83,17 +84,20 @@ def attribute(
     """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0)."""
     from songtrace.artifacts import hash_json
     from songtrace.attribution.inputs import resolve_artifact
-    from songtrace.attribution.run import AttributeConfig
+    from songtrace.attribution.run import AttributeConfig, default_unlearn_config
     from songtrace.attribution.run import attribute as run_attribute
     from songtrace.attribution.score import ScoreConfig
-    from songtrace.attribution.unlearn import UnlearnConfig
     from songtrace.errors import SongtraceError
     from songtrace.home import resolve_home
 
+    model_dir = resolve_artifact(home, "models", model)
+    base, source = default_unlearn_config(home, model_dir)
+    if source is not None:
+        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
+    given = {"lr": lr, "steps": steps, "group": group, "mask": mask, "damping": damping, "damping_mode": damping_mode,
+             "n_timesteps": timesteps}
     config = AttributeConfig(
-        unlearn=UnlearnConfig(
-            lr=lr, steps=steps, group=group, damping=damping, damping_mode=damping_mode, n_timesteps=timesteps, seed=seed, mask=mask
-        ),
+        unlearn=dataclasses.replace(base, seed=seed, **{k: v for k, v in given.items() if v is not None}),
         score=ScoreConfig(n_timesteps=score_timesteps, seed=seed, batch_size=batch_size),
     )
     if top < 1:
@@ -103,7 +107,7 @@ def attribute(
     codec_dir = resolve_artifact(home, "codecs", codec)
     run = run_attribute(
         query, config,
-        model_dir=resolve_artifact(home, "models", model),
+        model_dir=model_dir,
         latents_dir=resolve_artifact(home, "latents", latents),
         fisher_dir=resolve_artifact(home, "fisher", fisher_name),
         out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,

@@ -56,6 +56,25 @@ class AttributeConfig(StageConfig):
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
 
 
+BEST_CONFIG = ("attribution", "best_config.json")
+
+
+def default_unlearn_config(home: str | Path | None, model_dir: str | Path) -> tuple[UnlearnConfig, str | None]:
+    """The unlearning config `songtrace attribute` starts from: the best one `songtrace selfinfluence`
+    saved under `<home>/attribution/best_config.json` when it was found for this very model, else the defaults.
+
+    Returns the config and the path it came from (None for the defaults).
+    """
+    path = resolve_home(home).joinpath(*BEST_CONFIG)
+    if not path.exists():
+        return UnlearnConfig(), None
+    best = read_json(path)
+    made_for = best.get("inputs", {}).get("model")
+    if made_for is None or made_for != artifact_hash(model_dir):
+        return UnlearnConfig(), None
+    return UnlearnConfig.from_dict(best["unlearn"]), str(path)
+
+
 @dataclasses.dataclass
 class Attribution:
     """The result for one query: τ for every training item, its ranking and the artists' credit shares."""

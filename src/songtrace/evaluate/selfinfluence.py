@@ -444,6 +444,7 @@ def run_self_influence(
     ], ignore_index=True)
     _write_outputs(out_dir, grid, stage_a, final, per_target, best_record, {
         "n_targets": len(search.target_ids), "n_items": len(search.items), "k": search.k, "embedder": data.embedder_name,
+        "n_short_targets": sum(search.short[search.scorer.row[t]] for t in search.target_ids), "stratified": config.stratify_short,
         "fd_original": search.fd_original, "short_seconds": _short_seconds(search.items, config.short_fraction),
         "version_recall": best_record.get("version_recall"), "n_version_targets": len(search.version_ids),
     })

@@ -103,7 +103,8 @@ def write_report_md(
     fd0 = notes.get("fd_original")
     fd_note = f" FD of the original checkpoint: {fd0:.2f}." if isinstance(fd0, float) and not math.isnan(fd0) else ""
     parts.append(
-        f"Targets: {notes.get('n_targets')} training tracks (k-means, one per cluster) of {notes.get('n_items')} scored; "
+        f"Targets: {notes.get('n_targets')} training tracks ({notes.get('n_short_targets', '?')} short; k-means, one per cluster"
+        f"{', within short and long tracks' if notes.get('stratified') else ''}) of {notes.get('n_items')} scored; "
         f"k = {notes.get('k')} for embed_topk/botk; embedder `{notes.get('embedder')}`.{fd_note} "
         f"R(z_tar) is the mean rank of the unlearned track (1 = best); 'R short'/'R long' split targets at "
         f"{notes.get('short_seconds', float('nan')):.1f} s; 'hub' is the largest share of targets whose top 10 share one track."
