@@ -21,7 +21,7 @@ import torch
 
 from songtrace.artifacts import atomic_path, hash_json, hash_tensors, load_safetensors, save_safetensors
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
+from songtrace.model.interface import Batch, batch_tensors
 
 TENSOR_FILE = "latents.safetensors"
 ITEMS_FILE = "items.parquet"
@@ -122,17 +122,9 @@ class LatentSet:
             raise SongtraceError(f"{in_dir}: no latent cache here (missing {ITEMS_FILE}); run `songtrace encode` first")
         t = load_safetensors(in_dir / TENSOR_FILE)
         items = pq.read_table(in_dir / ITEMS_FILE).to_pydict()
-        missing = {"latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total"} - set(t)
-        if missing:
-            raise SongtraceError(f"{in_dir / TENSOR_FILE}: missing tensors {sorted(missing)}")
         return cls(
             ids=[str(i) for i in items["id"]],
             artists=[str(a) for a in items["artist"]],
             splits=[str(s) for s in items["split"]],
-            latents=t["latents"].float(),
-            n_frames=t["n_frames"].long(),
-            text=t["text"].float(),
-            text_mask=t["text_mask"].bool(),
-            seconds_start=t["seconds_start"].float(),
-            seconds_total=t["seconds_total"].float(),
+            **batch_tensors(t, str(in_dir / TENSOR_FILE)),
         )

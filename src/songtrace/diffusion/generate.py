@@ -19,7 +19,7 @@ import torch
 from songtrace.artifacts import artifact_hash, atomic_path, load_safetensors, save_safetensors, write_json
 from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, Conditioning, sample
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
+from songtrace.model.interface import Batch, batch_tensors
 from songtrace.model.registry import load_model
 
 QUERY_TENSORS = ("latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total")
@@ -150,12 +150,4 @@ def load_query(latent_path: str | Path, query_id: str | None = None) -> Batch:
     if missing:
         raise SongtraceError(f"{latent_path}: not a generated-track latent (missing {missing})")
     stem = latent_path.name.removesuffix(".latent.safetensors")
-    return Batch(
-        ids=[query_id or stem],
-        latents=t["latents"].float(),
-        n_frames=t["n_frames"].long(),
-        text=t["text"].float(),
-        text_mask=t["text_mask"].bool(),
-        seconds_start=t["seconds_start"].float(),
-        seconds_total=t["seconds_total"].float(),
-    )
+    return Batch(ids=[query_id or stem], **batch_tensors(t, str(latent_path)))

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from songtrace.errors import SongtraceError
+
 GROUPS = ("to_kv", "cross_attn", "self_attn", "all")
 
 
@@ -94,6 +96,25 @@ class Batch:
             seconds_start=torch.cat([b.seconds_start for b in batches]),
             seconds_total=torch.cat([b.seconds_total for b in batches]),
         )
+
+
+# The tensor fields of a `Batch` and the dtype each is stored in (float tensors may be saved in other dtypes).
+BATCH_DTYPES: dict[str, torch.dtype] = {
+    "latents": torch.float32,
+    "n_frames": torch.long,
+    "text": torch.float32,
+    "text_mask": torch.bool,
+    "seconds_start": torch.float32,
+    "seconds_total": torch.float32,
+}
+
+
+def batch_tensors(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The `Batch` fields from a loaded tensor file, cast to their dtypes; an error naming `source` if any is missing."""
+    missing = sorted(set(BATCH_DTYPES) - set(tensors))
+    if missing:
+        raise SongtraceError(f"{source}: missing tensors {missing}")
+    return {k: tensors[k].to(dtype) for k, dtype in BATCH_DTYPES.items()}
 
 
 def model_params(model: nn.Module) -> dict[str, torch.Tensor]:
