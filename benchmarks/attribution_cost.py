@@ -46,9 +46,9 @@ from songtrace.attribution import (
     unlearn,
 )
 from songtrace.attribution.fisher import batch_square_sums
+from songtrace.data.latents import LatentSet
 from songtrace.diffusion.loss import make_plan
 from songtrace.diffusion.schedule import add_noise
-from songtrace.latents import LatentSet
 from songtrace.model.interface import predict_v
 
 RESULTS = Path(__file__).parent / "results"

@@ -16,7 +16,7 @@ import platform
 import time
 from pathlib import Path
 
-from songtrace.demo import DemoConfig, run_demo
+from songtrace.cli.demo import DemoConfig, run_demo
 
 RESULTS = Path(__file__).parent / "results"
 

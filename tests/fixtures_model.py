@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from songtrace.data.latents import LatentSet
 from songtrace.diffusion.train import TrainConfig, train_model
-from songtrace.latents import LatentSet
 from songtrace.model.dit import tiny_dit
 
 __all__ = ["TINY_DIT", "TINY_TRAIN", "synthetic_latent_set", "tiny_dit"]

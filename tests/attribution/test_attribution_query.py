@@ -8,8 +8,8 @@ import torch
 from fixtures_model import synthetic_latent_set
 from songtrace.artifacts import save_safetensors
 from songtrace.attribution import QueryContext, query_kind, resolve_query
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
 
 
 def ctx(**kw):

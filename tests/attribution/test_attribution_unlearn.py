@@ -16,9 +16,9 @@ from songtrace.attribution import (
     unlearn,
     unlearn_step,
 )
+from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
 
 
 def toy_query(n_real: int = 4, seed: int = 0) -> Batch:

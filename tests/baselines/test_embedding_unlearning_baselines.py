@@ -10,10 +10,10 @@ from songtrace.attribution.fisher import FisherConfig, compute_fisher
 from songtrace.attribution.score import ScoreConfig, influence
 from songtrace.attribution.unlearn import UnlearnConfig, unlearn
 from songtrace.baselines.base import QueryItem, TrainingSet, get_method, score_many
+from songtrace.data.latents import LatentSet
+from songtrace.embedders import load_embedder
 from songtrace.errors import SongtraceError
-from songtrace.evaluate.embedders import load_embedder
-from songtrace.evaluate.similarity import window_similarity_matrix
-from songtrace.latents import LatentSet
+from songtrace.metrics.similarity import window_similarity_matrix
 from songtrace.model.dit import tiny_dit
 
 

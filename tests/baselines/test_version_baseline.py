@@ -6,8 +6,8 @@ import torch
 
 from songtrace.baselines.base import QueryItem, TrainingSet, get_method
 from songtrace.baselines.version import chroma_cens, fit_length, query_windows
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
 
 SR = 8000
 

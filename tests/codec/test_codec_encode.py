@@ -8,8 +8,8 @@ import torch
 
 from songtrace.artifacts import artifact_hash, read_json
 from songtrace.codec import decode_to_wav, encode_audio, encode_world, latent_length, load_codec
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
 from songtrace.world import load_world
 
 

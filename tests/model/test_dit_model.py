@@ -7,10 +7,11 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from songtrace.artifacts import hash_tensors
+from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import diffusion_loss, make_plan
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import DiT, DiTConfig, tiny_dit
-from songtrace.model.interface import GROUPS, Batch, DiffusionModel, model_params, predict_v
+from songtrace.model.interface import GROUPS, DiffusionModel, model_params, predict_v
 
 C, L, S = 4, 16, 5
 

@@ -37,11 +37,12 @@ from songtrace.artifacts import (
 )
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.inputs import check_latent_shape, eval_mode, load_latents, load_model, model_latent_shape, params_hash
+from songtrace.data.batch import Batch
+from songtrace.data.latents import LatentSet
 from songtrace.diffusion.loss import NoisePlan, make_plan, masked_mse
 from songtrace.diffusion.schedule import add_noise, v_target
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
-from songtrace.model.interface import Batch, predict_v
+from songtrace.model.interface import predict_v
 from songtrace.progress import progress_bar
 
 FISHER_FILE = "fisher.safetensors"

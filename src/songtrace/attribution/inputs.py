@@ -14,9 +14,9 @@ from pathlib import Path
 from torch import nn
 
 from songtrace.artifacts import hash_tensors
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.home import stage_dir
-from songtrace.latents import LatentSet
 
 
 def params_hash(model: nn.Module) -> str:

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from songtrace.artifacts import load_safetensors, sha256_file
+from songtrace.data.batch import Batch
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
-from songtrace.model.interface import Batch
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LATENT_SUFFIX = ".latent.safetensors"

@@ -36,9 +36,9 @@ from songtrace.attribution.inputs import load_latents, load_model, params_hash
 from songtrace.attribution.query import Query, QueryContext, resolve_query
 from songtrace.attribution.score import ScoreConfig, base_losses, credit_shares, ranks, score_many
 from songtrace.attribution.unlearn import UnlearnConfig, delta_norm, unlearn
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.home import resolve_home
-from songtrace.latents import LatentSet
 from songtrace.progress import progress
 
 SCORES_FILE = "scores.parquet"

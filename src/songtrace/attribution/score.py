@@ -21,10 +21,10 @@ from torch import nn
 from songtrace.artifacts import StageConfig, check_positive, hash_json, load_safetensors, save_safetensors
 from songtrace.attribution.inputs import check_latent_shape, eval_mode, model_latent_shape, params_hash
 from songtrace.attribution.unlearn import apply_delta
+from songtrace.data.batch import Batch
+from songtrace.data.latents import LatentSet
 from songtrace.diffusion.loss import NoisePlan, diffusion_loss, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
-from songtrace.model.interface import Batch
 from songtrace.progress import progress_bar
 
 Params = dict[str, torch.Tensor]

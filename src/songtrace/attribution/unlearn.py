@@ -27,9 +27,9 @@ from songtrace.artifacts import StageConfig, check_choice, check_positive
 from songtrace.attribution.fisher import Fisher, check_fisher, check_fits, mean_fisher
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.inputs import eval_mode
+from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import NoisePlan, diffusion_loss, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
 
 Params = dict[str, torch.Tensor]
 

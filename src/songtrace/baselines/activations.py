@@ -36,8 +36,8 @@ from songtrace.baselines.features import (
     row_batches,
 )
 from songtrace.baselines.windows import WindowBank, window_starts
+from songtrace.data.batch import Batch
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
 from songtrace.progress import progress
 
 

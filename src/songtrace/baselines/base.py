@@ -23,9 +23,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from songtrace.data.batch import Batch
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
-from songtrace.model.interface import Batch
 
 
 @dataclasses.dataclass

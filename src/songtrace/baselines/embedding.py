@@ -22,7 +22,7 @@ def resolve_embedder(embedder: Any, home: Any = None) -> Any:
     """An `Embedder` instance from an instance, a registered name ("songclap", "dsp") or a directory."""
     if not isinstance(embedder, str):
         return embedder
-    from songtrace.evaluate.embedders import load_embedder
+    from songtrace.embedders import load_embedder
 
     try:
         return load_embedder(embedder, home=home)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from songtrace.data.batch import Batch
 from songtrace.diffusion.schedule import add_noise
 from songtrace.errors import SongtraceError
 from songtrace.model.conditioning import null_text
-from songtrace.model.interface import Batch
 
 LAYER_PATTERN = re.compile(r"(^|\.)layers\.\d+$")
 CONDITIONINGS = ("null", "own")

@@ -25,9 +25,9 @@ from songtrace.attribution.groups import split_params, target_params
 from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
 from songtrace.baselines.features import row_batches
 from songtrace.baselines.projection import PROJECTIONS, Projector
+from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import NoisePlan, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
 from songtrace.progress import progress
 
 NORMALIZATIONS = ("cosine", "dot", "trak")

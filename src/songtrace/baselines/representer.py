@@ -37,9 +37,9 @@ from songtrace.baselines.features import (
     real_frame_means,
     row_batches,
 )
+from songtrace.data.batch import Batch
 from songtrace.diffusion.schedule import v_target
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch
 from songtrace.progress import progress
 
 

@@ -84,7 +84,7 @@ def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, la
     from songtrace.attribution.inputs import load_latents, load_model
     from songtrace.attribution.query import QueryContext, resolve_query
     from songtrace.baselines.embedding import resolve_embedder
-    from songtrace.evaluate.compare import embedder_input, resolve_embedder_name
+    from songtrace.compare.run import embedder_input, resolve_embedder_name
     from songtrace.world import load_world
 
     if not queries:

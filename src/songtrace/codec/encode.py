@@ -18,8 +18,8 @@ from songtrace.artifacts import artifact_hash, begin_stage, finish_stage
 from songtrace.codec.config import EncodeConfig
 from songtrace.codec.io import as_world, load_codec, resample, to_mono, track_tensor
 from songtrace.codec.model import Codec
+from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
 from songtrace.progress import progress_bar
 
 

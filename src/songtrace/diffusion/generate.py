@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from songtrace.artifacts import artifact_hash, atomic_path, load_safetensors, save_safetensors, write_json
+from songtrace.data.batch import Batch, batch_tensors
 from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, Conditioning, sample
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import Batch, batch_tensors
 from songtrace.model.registry import load_model
 
 QUERY_TENSORS = ("latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total")

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from songtrace.data.batch import Batch
 from songtrace.diffusion.schedule import add_noise, v_target
-from songtrace.model.interface import Batch, predict_v
+from songtrace.model.interface import predict_v
 
 
 @dataclasses.dataclass

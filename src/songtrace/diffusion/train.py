@@ -33,13 +33,13 @@ from songtrace.artifacts import (
     save_safetensors,
     write_json,
 )
+from songtrace.data.batch import Batch
+from songtrace.data.latents import LatentSet
 from songtrace.diffusion.checkpoint import STATE_FILE, TrainState, load_state, save_state
 from songtrace.diffusion.loss import NoisePlan, diffusion_loss, item_seed, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.latents import LatentSet
 from songtrace.model.conditioning import drop_captions, null_text
 from songtrace.model.dit import DiT, DiTConfig
-from songtrace.model.interface import Batch
 from songtrace.model.registry import MODEL_FILE
 from songtrace.progress import progress_bar
 

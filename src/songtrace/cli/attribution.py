@@ -1,0 +1,154 @@
+"""CLI: `songtrace fisher` (the diagonal Fisher stage) and `songtrace attribute` (unlearn a query, score, rank)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+
+ModelOption = Annotated[str, typer.Option("--model", help="Model name under <home>/models, or a model directory.")]
+LatentsOption = Annotated[str, typer.Option("--latents", help="Latent cache name under <home>/latents, or its directory.")]
+GroupOption = Annotated[
+    str, typer.Option("--group", help="Target layers: to_kv, cross_attn, self_attn, all, or a regex over parameter names (re:...).")
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the timesteps and noise (drawn per item id).")]
+
+
+def fisher(
+    model: ModelOption = "demo",
+    latents: LatentsOption = "demo",
+    group: GroupOption = "all",
+    timesteps: Annotated[int, typer.Option("--timesteps", help="Timesteps T per training item.")] = 16,
+    seed: SeedOption = 0,
+    mask: Annotated[bool, typer.Option("--mask/--no-mask", help="Exclude padded frames from the loss (default: no, as training).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training items per batch.")] = 8,
+    sample_chunk: Annotated[int, typer.Option("--sample-chunk", help="(item, timestep) samples per vmap call; bounds memory.")] = 64,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save partial sums every this many batches.")] = 10,
+    name: Annotated[str, typer.Option("--name", help="Name of the Fisher to write (under <home>/fisher).")] = "demo",
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Fit the diagonal Fisher F = mean over items and timesteps of squared per-sample gradients (resumes if interrupted)."""
+    from songtrace.artifacts import read_json
+    from songtrace.attribution.fisher import FisherConfig, fit_fisher
+    from songtrace.attribution.inputs import resolve_artifact
+    from songtrace.home import stage_dir
+
+    config = FisherConfig(group=group, n_timesteps=timesteps, seed=seed, mask=mask, batch_size=batch_size, sample_chunk=sample_chunk)
+    out = stage_dir(home, "fisher", name)
+    fit_fisher(resolve_artifact(home, "models", model), resolve_artifact(home, "latents", latents), config, out,
+               overwrite=overwrite, checkpoint_every=checkpoint_every)
+    record = read_json(out / "config.json")
+    summary = {"fisher_dir": str(out), **{k: record.get(k) for k in ("n_items", "n_params", "n_zero_entries", "mean_f", "content_hash")},
+               "config": record.get("config"), "inputs": record.get("inputs")}
+    if json:
+        print_json(summary)
+        return
+    console.print(f"Fisher over {summary['n_items']} items × {timesteps} timesteps, {summary['n_params']} weights "
+                  f"(group {group!r}, mean F {summary['mean_f']:.3e}, {summary['n_zero_entries']} zero entries) written to {out}")
+
+
+def attribute(
+    query: Annotated[
+        list[str],
+        typer.Option("--query", "-q", help="train:ID, PATH.latent.safetensors, PATH.wav|.flac, or prompt:TEXT@SEED; repeat for several."),
+    ],
+    top: Annotated[int, typer.Option("--top", help="Rows of the ranking to print.")] = 20,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <home>/runs/attribute/<run hash>).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Unlearning learning rate η (default: selfinfluence's best).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Unlearning steps (1-4), gradient re-evaluated each step.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Target layers: to_kv, cross_attn, self_attn, all, or re:REGEX.")] = None,
+    mask: Annotated[str | None, typer.Option("--mask", help="Padding masks: mixed (M_U only, the paper's best), both, M_L, none.")] = None,
+    damping: Annotated[float | None, typer.Option("--damping", help="Damping λ added to F (see --damping-mode).")] = None,
+    damping_mode: Annotated[str | None, typer.Option("--damping-mode", help="relative (λ = damping × mean F) or absolute.")] = None,
+    timesteps: Annotated[int | None, typer.Option("--timesteps", help="Timesteps T of the query loss (paper: 2048).")] = None,
+    score_timesteps: Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring.")] = 32,
+    seed: SeedOption = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training items per scoring batch.")] = 16,
+    model: ModelOption = "demo",
+    latents: LatentsOption = "demo",
+    fisher_name: Annotated[str, typer.Option("--fisher", help="Fisher name under <home>/fisher, or its directory.")] = "demo",
+    codec: Annotated[str, typer.Option("--codec", help="Codec name or directory (for audio queries).")] = "demo",
+    caption: Annotated[str | None, typer.Option("--caption", help="Caption of an audio query (default: none).")] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", help="Seconds to generate for a prompt query (default: full).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the base losses L(z_i, θ0) instead of using the cache.")] = False,
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0)."""
+    from songtrace.artifacts import hash_json
+    from songtrace.attribution.inputs import resolve_artifact
+    from songtrace.attribution.run import AttributeConfig, default_unlearn_config
+    from songtrace.attribution.run import attribute as run_attribute
+    from songtrace.attribution.score import ScoreConfig
+    from songtrace.errors import SongtraceError
+    from songtrace.home import resolve_home
+
+    model_dir = resolve_artifact(home, "models", model)
+    base, source = default_unlearn_config(home, model_dir)
+    if source is not None:
+        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
+    given = {"lr": lr, "steps": steps, "group": group, "mask": mask, "damping": damping, "damping_mode": damping_mode,
+             "n_timesteps": timesteps}
+    config = AttributeConfig(
+        unlearn=dataclasses.replace(base, seed=seed, **{k: v for k, v in given.items() if v is not None}),
+        score=ScoreConfig(n_timesteps=score_timesteps, seed=seed, batch_size=batch_size),
+    )
+    if top < 1:
+        raise SongtraceError(f"--top must be >= 1, got {top}")
+    run_name = hash_json({"config": config.to_dict(), "queries": list(query)})[:16]
+    out_dir = out if out is not None else resolve_home(home) / "runs" / "attribute" / run_name
+    codec_dir = resolve_artifact(home, "codecs", codec)
+    run = run_attribute(
+        query, config,
+        model_dir=model_dir,
+        latents_dir=resolve_artifact(home, "latents", latents),
+        fisher_dir=resolve_artifact(home, "fisher", fisher_name),
+        out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
+        caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache,
+    )
+    if json:
+        print_json({"out_dir": str(run.out_dir), "queries": [_result_json(r, top) for r in run.results]})
+        return
+    for r in run.results:
+        _print_result(r, top)
+    console.print(f"scores written to {run.out_dir / 'scores.parquet'}")
+
+
+def _result_json(result: Any, top: int) -> dict[str, Any]:
+    cols = ["rank", "train_id", "artist", "title", "score"]
+    return {
+        "query_id": result.query_id,
+        "meta": result.meta,
+        "top": result.top(top)[cols].to_dict(orient="records"),
+        "credits": result.credits[["artist", "share", "positive_score", "n_items", "n_positive"]].to_dict(orient="records"),
+    }
+
+
+def _print_result(result: Any, top: int) -> None:
+    from rich.columns import Columns
+    from rich.table import Table
+
+    ranking = Table(title=f"query {result.query_id}: top {top} of {len(result.table)}", title_justify="left")
+    for col, justify in (("rank", "right"), ("id", "left"), ("artist", "left"), ("title", "left"), ("score", "right")):
+        ranking.add_column(col, justify=justify)
+    for row in result.top(top).itertuples():
+        ranking.add_row(str(row.rank), str(row.train_id), str(row.artist), str(row.title), f"{row.score:.4e}")
+    credits = Table(title="credit shares (positive τ)", title_justify="left")
+    credits.add_column("artist")
+    credits.add_column("share", justify="right")
+    for row in result.credits.head(top).itertuples():
+        credits.add_row(str(row.artist), f"{row.share:.1%}")
+    console.print(Columns([ranking, credits]))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `fisher` and `attribute` to the songtrace app."""
+    app.command("fisher")(fisher)
+    app.command("attribute")(attribute)

@@ -1,0 +1,110 @@
+"""CLI: `songtrace embedder train|embed` (the songclap embedder, embedding a world) and `songtrace fd`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+
+WorldOption = Annotated[str, typer.Option("--world", help="World name under <home>/worlds, or a world directory.")]
+EmbedderOption = Annotated[
+    str, typer.Option("--embedder", help="dsp, songclap, clap, laion-clap, openl3, a name under <home>/embedders, or a path to weights.")
+]
+
+
+def _world_dir(home: Path | None, world: str) -> Path:
+    from songtrace.home import stage_dir
+
+    path = Path(world)
+    return path if (path / "config.json").exists() else stage_dir(home, "worlds", world)
+
+
+def train(
+    world: WorldOption = "demo",
+    name: Annotated[str, typer.Option("--name", help="Name of the embedder to write (under <home>/embedders).")] = "songclap",
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: the config's).")] = None,
+    window: Annotated[float | None, typer.Option("--window", help="Window seconds (default: scaled to the world).")] = None,
+    hop: Annotated[float | None, typer.Option("--hop", help="Hop in seconds (default: scaled to the world; 1 s).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, crops and gains.")] = 0,
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Train songclap, the contrastive audio-text embedder, on a world; report held-out retrieval vs random."""
+    from songtrace.embedders.songclap_train import config_for_world, train_songclap
+    from songtrace.home import stage_dir
+
+    overrides = {k: v for k, v in {"steps": steps, "window_seconds": window, "hop_seconds": hop}.items() if v is not None}
+    world_dir = _world_dir(home, world)
+    config = config_for_world(world_dir, seed=seed, **overrides)
+    out = stage_dir(home, "embedders", name)
+    metrics = train_songclap(config, world_dir, out, overwrite=overwrite)
+    if json:
+        print_json({"embedder_dir": str(out), **metrics})
+        return
+    ours, rnd = metrics["songclap"], metrics["random"]
+    console.print(f"songclap trained in {metrics['training']['train_seconds']:.1f} s, written to {out}")
+    console.print(f"held-out ({metrics['eval_split']}, {metrics['n_query']} tracks)   songclap   random")
+    for key in ("text_to_audio_recall@1", "text_to_audio_recall@5", "text_to_audio_recall@10", "artist_nn_accuracy"):
+        console.print(f"  {key:<26} {ours[key]:8.3f} {rnd[key]:8.3f}")
+    console.print(f"  {'artist_nn_accuracy (dsp)':<26} {metrics['dsp']['artist_nn_accuracy']:8.3f}")
+
+
+def embed(
+    world: WorldOption = "demo",
+    embedder: EmbedderOption = "songclap",
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Embed every track of a world (windows and pooled vectors) into <home>/embeddings/<world>-<embedder>."""
+    from songtrace.embedders import load_embedder
+    from songtrace.embedders.world import embed_world
+    from songtrace.home import stage_dir
+
+    model = load_embedder(embedder, home=home)
+    world_dir = _world_dir(home, world)
+    out = stage_dir(home, "embeddings", f"{world_dir.name}-{model.name}")
+    summary = embed_world(world_dir, model, out, overwrite=overwrite)
+    if json:
+        print_json(summary)
+        return
+    console.print(f"embedded {summary['tracks']} tracks ({summary['windows']} windows, {summary['dim']}-d) with {model.name} "
+                  f"in {summary['seconds']:.1f} s ({summary['realtime_factor']}x real time) -> {out}")
+
+
+def fd(
+    reference: Annotated[str, typer.Argument(help="Reference set: a folder of audio, or world:NAME[:SPLIT][:artist=A][:half=0|1].")],
+    evaluated: Annotated[str, typer.Argument(help="Evaluated set, in the same forms.")],
+    embedder: EmbedderOption = "dsp",
+    per: Annotated[str, typer.Option("--per", help="window (every window's vector, as fadtk) or track (one pooled vector).")] = "window",
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Frechet distance between two audio sets under an embedder, with the fadtk FD-infinity extrapolation."""
+    from songtrace.data.tracks import parse_source
+    from songtrace.embedders import load_embedder
+    from songtrace.metrics.fd import fd_between
+
+    model = load_embedder(embedder, home=home)
+    a, b = parse_source(reference, home), parse_source(evaluated, home)
+    result = fd_between(model, a.waves, b.waves, a.sr, per=per, sr_b=b.sr)
+    if json:
+        print_json({"reference": reference, "evaluated": evaluated, **result.to_dict()})
+        return
+    fd_inf = "n/a" if result.fd_inf is None else f"{result.fd_inf:.4f}"
+    console.print(f"FD_{model.name} = {result.fd:.4f}  (FD-inf {fd_inf}; n = {result.n_a} vs {result.n_b} {per}s, {result.dim}-d)")
+    if result.note:
+        console.print(f"note: {result.note}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `embedder train|embed` and `fd` to the songtrace app."""
+    embedder_app = typer.Typer(help="Audio-text embedders: train songclap, embed a world.", no_args_is_help=True)
+    embedder_app.command("train")(train)
+    embedder_app.command("embed")(embed)
+    app.add_typer(embedder_app, name="embedder")
+    app.command("fd")(fd)

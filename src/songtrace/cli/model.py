@@ -1,0 +1,90 @@
+"""CLI: `songtrace train` (resumes an interrupted run) and `songtrace generate` (thin wrappers over the library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.home import resolve_home, stage_dir
+
+
+def _artifact(home: Path | None, stage: str, name_or_path: str) -> Path:
+    """An artifact directory: an existing directory given as a path, else a name under `<home>/<stage>/`."""
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "config.json").exists():
+        return p
+    return stage_dir(home, stage, name_or_path)
+
+
+def train(
+    latents: Annotated[str, typer.Option("--latents", help="Latent cache to train on (name under <home>/latents, or a path).")] = "demo",
+    name: Annotated[str, typer.Option("--name", help="Name of the model to write (under <home>/models).")] = "demo",
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: the config's).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Items per step.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak AdamW learning rate.")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Transformer width.")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", help="Number of transformer blocks.")] = None,
+    heads: Annotated[int | None, typer.Option("--heads", help="Attention heads.")] = None,
+    mask_padding: Annotated[bool, typer.Option("--mask-padding", help="Exclude padded frames from the loss and attention.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for init, batches and noise.")] = 0,
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Train the DiT on a latent cache's train split; an interrupted run resumes from its last checkpoint."""
+    from songtrace.diffusion.train import TrainConfig, train_model
+
+    fields = {"steps": steps, "batch_size": batch_size, "lr": lr}
+    train_cfg = TrainConfig(seed=seed, mask_padding=mask_padding, **{k: v for k, v in fields.items() if v is not None})
+    dit = {k: v for k, v in {"width": width, "depth": depth, "heads": heads}.items() if v is not None}
+    out = stage_dir(home, "models", name)
+    metrics = train_model(train_cfg, dit, _artifact(home, "latents", latents), out, overwrite=overwrite)
+    if json:
+        print_json({"model_dir": str(out), **{k: v for k, v in metrics.items() if not k.endswith("curve")}})
+        return
+    console.print(f"model written to {out} ({metrics['params']:,} weights)")
+    if metrics.get("valid_loss") is not None:
+        console.print(
+            f"validation loss {metrics['valid_loss']:.4f} (untrained {metrics['valid_loss_init']:.4f}, "
+            f"captions dropped {metrics['valid_loss_null_text']:.4f})"
+        )
+
+
+def generate(
+    prompt: Annotated[str, typer.Option("--prompt", help="Text prompt.")],
+    model: Annotated[str, typer.Option("--model", help="Model (name under <home>/models, or a path).")] = "demo",
+    codec: Annotated[str, typer.Option("--codec", help="Codec (name under <home>/codecs, or a path).")] = "demo",
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the track in seconds.")] = 8.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial noise.")] = 0,
+    steps: Annotated[int | None, typer.Option("--steps", help="Sampler steps.")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Classifier-free guidance scale (1 = no guidance).")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="dpmpp-2m or ddim.")] = "dpmpp-2m",
+    out: Annotated[Path | None, typer.Option("--out", help="WAV to write (default <home>/generations/<model>-seed<seed>.wav).")] = None,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Generate a track from a prompt; saves the WAV, its latent (a ready attribution query) and a JSON record."""
+    from songtrace.diffusion.generate import generate as generate_track
+    from songtrace.diffusion.generate import query_paths, save_generated
+    from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS
+
+    out = out or resolve_home(home) / "generations" / f"{Path(model).name}-seed{seed}.wav"
+    track = generate_track(
+        _artifact(home, "models", model), _artifact(home, "codecs", codec), prompt, seconds, seed,
+        steps=steps or DEFAULT_STEPS, cfg_scale=DEFAULT_CFG_SCALE if cfg is None else cfg, sampler=sampler,
+    )
+    record = save_generated(track, out)
+    wav_path, latent_path, json_path = query_paths(out)
+    if json:
+        print_json({**record, "wav": str(wav_path), "latent": str(latent_path), "record": str(json_path)})
+        return
+    console.print(f"wrote {wav_path} ({track.seconds:g} s) and its latent {latent_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `generate` to the songtrace app."""
+    app.command("train")(train)
+    app.command("generate")(generate)

@@ -1,0 +1,1 @@
+"""songtrace.data: the value types every stage passes around (Batch, Conditioning, LatentSet) and audio helpers."""

@@ -1,0 +1,130 @@
+"""The latent cache: every track of a world as a codec latent, plus its caption's token embeddings.
+
+Written once by `songtrace encode` and read by training, Fisher, unlearning and scoring. Latents are
+the codec's encoding of the track's audio zero-padded to the model length (as Stable Audio pads
+audio before its VAE), so padded frames hold the latent of silence, not literal zeros; `n_frames`
+says how many frames are real audio (the rest is padding, which the masks M_U / M_L exclude).
+
+On disk (`<home>/latents/<name>/`): `latents.safetensors` (latents, n_frames, text, text_mask,
+seconds_start, seconds_total), `items.parquet` (id, artist, split, row), `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from songtrace.artifacts import atomic_path, hash_json, hash_tensors, load_safetensors, save_safetensors
+from songtrace.data.batch import Batch, batch_tensors
+from songtrace.errors import SongtraceError
+
+TENSOR_FILE = "latents.safetensors"
+ITEMS_FILE = "items.parquet"
+
+
+@dataclasses.dataclass
+class LatentSet:
+    """All items of a world in model-ready form, indexable into `Batch`es."""
+
+    ids: list[str]
+    artists: list[str]
+    splits: list[str]
+    latents: torch.Tensor  # [N, C, L] float32
+    n_frames: torch.Tensor  # [N] int64
+    text: torch.Tensor  # [N, S, D] float32
+    text_mask: torch.Tensor  # [N, S] bool
+    seconds_start: torch.Tensor  # [N] float32
+    seconds_total: torch.Tensor  # [N] float32
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name in ("latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total"):
+            if getattr(self, name).shape[0] != n:
+                raise SongtraceError(f"latent cache: {name} has {getattr(self, name).shape[0]} rows, expected {n}")
+        if len(set(self.ids)) != n:
+            raise SongtraceError("latent cache: duplicate item ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(channels, frames) of every latent."""
+        return int(self.latents.shape[1]), int(self.latents.shape[2])
+
+    def index_of(self, item_id: str) -> int:
+        """Row of an item id, with a clear error for unknown ids."""
+        try:
+            return self.ids.index(item_id)
+        except ValueError:
+            raise SongtraceError(f"no item {item_id!r} in the latent cache") from None
+
+    def batch(self, rows: Sequence[int] | slice) -> Batch:
+        """The items at `rows` as a `Batch`."""
+        if isinstance(rows, slice):
+            rows = range(len(self.ids))[rows]
+        idx = torch.tensor(list(rows), dtype=torch.long)
+        return Batch(ids=[self.ids[int(i)] for i in idx], **{k: v[idx] for k, v in self.tensors().items()})
+
+    def subset(self, split: str | None) -> LatentSet:
+        """Only the items of one split ("train", "valid"); None keeps all."""
+        if split is None:
+            return self
+        rows = [i for i, s in enumerate(self.splits) if s == split]
+        if not rows:
+            raise SongtraceError(f"latent cache has no items in split {split!r}")
+        idx = torch.tensor(rows, dtype=torch.long)
+        return LatentSet(
+            ids=[self.ids[i] for i in rows],
+            artists=[self.artists[i] for i in rows],
+            splits=[self.splits[i] for i in rows],
+            **{k: v[idx] for k, v in self.tensors().items()},
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor fields by name."""
+        return {
+            "latents": self.latents,
+            "n_frames": self.n_frames,
+            "text": self.text,
+            "text_mask": self.text_mask,
+            "seconds_start": self.seconds_start,
+            "seconds_total": self.seconds_total,
+        }
+
+    def content_hash(self) -> str:
+        """Hash of the tensors and the item table: identifies the data a result came from."""
+        tensors = dict(self.tensors())
+        tensors["text_mask"] = tensors["text_mask"].to(torch.uint8)
+        return hash_json({"tensors": hash_tensors(tensors), "ids": self.ids, "splits": self.splits})
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write the tensors and the item table (atomically)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tensors = self.tensors()
+        tensors["text_mask"] = tensors["text_mask"].to(torch.uint8)
+        save_safetensors(out_dir / TENSOR_FILE, tensors)
+        table = pa.table({"id": self.ids, "artist": self.artists, "split": self.splits, "row": list(range(len(self.ids)))})
+        with atomic_path(out_dir / ITEMS_FILE) as tmp:
+            pq.write_table(table, tmp)
+
+    @classmethod
+    def load(cls, in_dir: str | Path) -> LatentSet:
+        """Read a latent cache written by `save`, with errors naming the file."""
+        in_dir = Path(in_dir)
+        if not (in_dir / ITEMS_FILE).exists():
+            raise SongtraceError(f"{in_dir}: no latent cache here (missing {ITEMS_FILE}); run `songtrace encode` first")
+        t = load_safetensors(in_dir / TENSOR_FILE)
+        items = pq.read_table(in_dir / ITEMS_FILE).to_pydict()
+        return cls(
+            ids=[str(i) for i in items["id"]],
+            artists=[str(a) for a in items["artist"]],
+            splits=[str(s) for s in items["split"]],
+            **batch_tensors(t, str(in_dir / TENSOR_FILE)),
+        )

@@ -1,0 +1,27 @@
+"""Embedders: audio (and text) -> vectors for the metrics and the embedding baselines."""
+
+from songtrace.embedders.base import (
+    Embedder,
+    l2_normalise,
+    resample,
+    scaled_windows,
+    split_windows,
+    to_mono_float,
+    window_starts,
+)
+from songtrace.embedders.dsp import DspEmbedder
+from songtrace.embedders.registry import EMBEDDERS, detect_kind, load_embedder
+
+__all__ = [
+    "EMBEDDERS",
+    "DspEmbedder",
+    "Embedder",
+    "detect_kind",
+    "l2_normalise",
+    "load_embedder",
+    "resample",
+    "scaled_windows",
+    "split_windows",
+    "to_mono_float",
+    "window_starts",
+]

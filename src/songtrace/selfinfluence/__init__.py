@@ -1,0 +1,1 @@
+"""songtrace.selfinfluence: the Train-to-Train self-influence protocol of seed 002, Table 1 (targets, grid, metrics, best configuration)."""
