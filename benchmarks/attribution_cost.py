@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
+from songtrace.model.interface import predict_v
 
 from songtrace.attribution import (
     FisherConfig,
@@ -49,7 +50,6 @@ from songtrace.attribution.fisher import batch_square_sums
 from songtrace.data.latents import LatentSet
 from songtrace.diffusion.loss import make_plan
 from songtrace.diffusion.schedule import add_noise
-from songtrace.model.interface import predict_v
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -109,7 +109,7 @@ def build_inputs(s: Setting, home: Path | None, work: Path) -> tuple[torch.nn.Mo
     """The demo model and latents if present under `home`, else a synthetic set and a DiT trained on it."""
     if home is not None and (home / "models" / "demo" / "config.json").exists() and (home / "latents" / "demo").exists():
         return load_model(home / "models" / "demo"), load_latents(home / "latents" / "demo"), f"demo artifacts under {home}"
-    from songtrace.diffusion.train import TrainConfig, train_model
+    from songtrace.model.train import TrainConfig, train_model
 
     data = synthetic_set(s)
     data.save(work / "latents")

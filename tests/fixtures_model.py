@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from songtrace.data.latents import LatentSet
-from songtrace.diffusion.train import TrainConfig, train_model
 from songtrace.model.dit import tiny_dit
+from songtrace.model.train import TrainConfig, train_model
 
 __all__ = ["TINY_DIT", "TINY_TRAIN", "synthetic_latent_set", "tiny_dit"]
 

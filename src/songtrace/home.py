@@ -20,3 +20,11 @@ def resolve_home(home: str | Path | None = None) -> Path:
 def stage_dir(home: str | Path | None, stage: str, name: str) -> Path:
     """The artifact directory of one stage, e.g. `<home>/models/demo`."""
     return resolve_home(home) / stage / name
+
+
+def resolve_artifact(home: str | Path | None, stage: str, name_or_path: str | Path) -> Path:
+    """An artifact directory: an existing directory holding a config.json given as a path, else a name under `<home>/<stage>/`."""
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "config.json").exists():
+        return p
+    return stage_dir(home, stage, str(name_or_path))

@@ -13,8 +13,9 @@ from songtrace.attribution import (
     split_params,
     target_params,
 )
-from songtrace.diffusion.loss import diffusion_loss, make_plan
+from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
+from songtrace.model.task import task_for
 
 
 @pytest.mark.parametrize("mask", [False, True])
@@ -40,7 +41,7 @@ def test_per_sample_grads_are_the_gradients_of_diffusion_loss_entries():
     plan = make_plan(batch.ids, 2, data.latent_shape, 1)
     grads = per_sample_grads(model, target, frozen, batch, plan, mask=True)
     params = {k: v.clone().requires_grad_(True) for k, v in target.items()}
-    loss = diffusion_loss(model, {**frozen, **params}, batch, plan, mask=True)  # [B, T]
+    loss = task_for(model).loss({**frozen, **params}, batch, plan, mask=True)  # [B, T]
     ref = torch.autograd.grad(loss[1, 0], list(params.values()))
     for (k, _), r in zip(params.items(), ref, strict=True):
         torch.testing.assert_close(grads[k][2], r, rtol=1e-4, atol=1e-8)  # item-major: row 1*T + 0

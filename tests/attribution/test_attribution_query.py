@@ -83,7 +83,7 @@ def test_audio_query_is_encoded_with_the_codec(tmp_path, tiny_codec, tiny_latent
 
 
 def test_prompt_query_generates_and_matches_its_saved_latent(tmp_path, tiny_model, tiny_codec, tiny_latents):
-    from songtrace.diffusion.generate import save_generated
+    from songtrace.model.generate import save_generated
 
     latents = LatentSet.load(tiny_latents)
     context = QueryContext(latents=latents, model_dir=tiny_model, codec_dir=tiny_codec, seconds=1.0, generate_options={"steps": 2})

@@ -18,11 +18,11 @@ from songtrace.attribution import (
     attribute,
     compute_fisher,
     fit_fisher,
-    load_model,
 )
 from songtrace.cli import app
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
+from songtrace.model.registry import load_model
 
 FISHER = FisherConfig(n_timesteps=2, batch_size=2, sample_chunk=8)
 CONFIG = AttributeConfig(unlearn=UnlearnConfig(lr=1e-2, n_timesteps=16), score=ScoreConfig(n_timesteps=4, batch_size=4))

@@ -23,7 +23,7 @@ class TwoLayer(nn.Module):
             self.layer1 = nn.Linear(channels, hidden, bias=False)
             self.layer2 = nn.Linear(hidden, channels, bias=False)
 
-    def forward(self, x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask=None):
+    def forward(self, x_t, t, cond, frame_mask=None):
         return self.layer2(self.layer1(x_t.transpose(1, 2))).transpose(1, 2)
 
     def named_layer_groups(self) -> dict[str, list[str]]:

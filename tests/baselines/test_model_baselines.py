@@ -24,12 +24,17 @@ class ToyModel(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(channels, hidden)])
         self.project_out = nn.Linear(hidden, channels, bias=False)
 
-    def forward(self, x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask=None):
+    last_layer_name = "project_out"  # what the generic ModelTask reads for a module of another family
+
+    def forward(self, x_t, t, cond, frame_mask=None):
         h = torch.tanh(self.layers[0](x_t.transpose(1, 2)) + t[:, None, None])
         return self.project_out(h).transpose(1, 2)
 
     def named_layer_groups(self):
         return {"all": [n for n, _ in self.named_parameters()]}
+
+    def block_names(self):
+        return ["layers.0"]
 
 
 @pytest.fixture(scope="module")

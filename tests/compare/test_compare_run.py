@@ -15,8 +15,8 @@ from songtrace.attribution.unlearn import UnlearnConfig
 from songtrace.cli.compare import parse_options, register
 from songtrace.codec import encode_world
 from songtrace.compare.run import ALL_METHODS, CompareConfig, run_compare
-from songtrace.diffusion.train import train_model
 from songtrace.errors import SongtraceError
+from songtrace.model.train import train_model
 
 
 @pytest.fixture(scope="module")

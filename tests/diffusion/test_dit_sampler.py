@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from songtrace.diffusion.sampler import Conditioning, dpmpp_2m, guided_v, sample, timesteps
+from songtrace.data.batch import Conditioning
+from songtrace.diffusion.sampler import dpmpp_2m, guided_v, sample, timesteps
 from songtrace.diffusion.schedule import alpha_sigma
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import tiny_dit
@@ -18,8 +19,8 @@ class GaussianDenoiser(nn.Module):
     Its probability-flow ODE maps the noise ε to x0 = s ε, so a sampler's output is known exactly.
     """
 
-    def forward(self, x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask=None):
-        s2 = torch.where(text_mask.any(-1), 0.25, 4.0)[:, None, None]
+    def forward(self, x_t, t, cond, frame_mask=None):
+        s2 = torch.where(cond.text_mask.any(-1), 0.25, 4.0)[:, None, None]
         a, s = alpha_sigma(t)
         a, s = a[:, None, None], s[:, None, None]
         return a * s * (1 - s2) * x_t / (a * a * s2 + s * s)
@@ -55,7 +56,7 @@ def test_cfg_scale_one_is_the_conditional_model():
     model = tiny_dit()
     noise = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(1))
     c = cond(2)
-    plain = dpmpp_2m(lambda x, t: model(x, torch.full((2,), t), *c), noise, timesteps(5))
+    plain = dpmpp_2m(lambda x, t: model(x, torch.full((2,), t), c), noise, timesteps(5))
     assert torch.allclose(sample(model, noise, c, steps=5, cfg_scale=1.0), plain, atol=1e-6)
 
 
@@ -64,8 +65,8 @@ def test_guidance_combines_conditional_and_unconditional_predictions():
     x = torch.randn(3, 4, 16)
     c = cond(3)
     t = torch.full((3,), 0.4)
-    v_cond = model(x, t, *c)
-    v_uncond = model(x, t, torch.zeros_like(c.text), torch.zeros_like(c.text_mask), c.seconds_start, c.seconds_total)
+    v_cond = model(x, t, c)
+    v_uncond = model(x, t, Conditioning(torch.zeros_like(c.text), torch.zeros_like(c.text_mask), c.seconds_start, c.seconds_total))
     assert torch.allclose(guided_v(model, x, 0.4, c, 3.0), v_uncond + 3.0 * (v_cond - v_uncond), atol=1e-5)
     # on Gaussian data, guidance beyond 1 pushes away from the unconditional (wide) distribution
     noise = torch.randn(64, 4, 16, generator=torch.Generator().manual_seed(2))

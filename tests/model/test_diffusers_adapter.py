@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from songtrace.data.batch import Conditioning
 from songtrace.diffusion.sampler import sample
-from songtrace.model.interface import GROUPS, DiffusionModel
 from songtrace.model.registry import build_model
+from songtrace.model.task import GROUPS, task_for
 
 pytest.importorskip("diffusers")
 
@@ -28,18 +29,21 @@ def args(b: int = 3):
     mask = torch.ones(b, 5, dtype=torch.bool)
     mask[0, 3:] = False
     x, t, text = torch.randn(b, 4, 16, generator=g), torch.rand(b, generator=g), torch.randn(b, 5, 384, generator=g)
-    return x, t, text, mask, torch.zeros(b), torch.full((b,), 3.0)
+    return x, t, Conditioning(text, mask, torch.zeros(b), torch.full((b,), 3.0))
 
 
 def test_forward_shape_and_interface(model):
-    assert isinstance(model, DiffusionModel) and model.latent_shape == (4, 16)
+    from songtrace.model.adapters.diffusers_dit import DiffusersStableAudioTask
+
+    task = task_for(model)
+    assert isinstance(task, DiffusersStableAudioTask) and task.latent_shape == (4, 16)
     assert model(*args()).shape == (3, 4, 16)
-    cond = args(2)[2:]
+    cond = args(2)[2]
     assert sample(model, torch.randn(2, 4, 16), cond, steps=3, cfg_scale=2.0).shape == (2, 4, 16)
 
 
 def test_layer_groups_use_diffusers_names(model):
-    groups = model.named_layer_groups()
+    groups = task_for(model).layer_groups()
     assert tuple(groups) == GROUPS
     assert groups["to_kv"] == [f"transformer.transformer_blocks.{i}.attn2.{p}.weight" for i in range(2) for p in ("to_k", "to_v")]
     assert set(groups["to_kv"]) < set(groups["cross_attn"]) < set(groups["all"])

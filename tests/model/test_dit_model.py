@@ -7,11 +7,11 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from songtrace.artifacts import hash_tensors
-from songtrace.data.batch import Batch
-from songtrace.diffusion.loss import diffusion_loss, make_plan
+from songtrace.data.batch import Batch, Conditioning
+from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.dit import DiT, DiTConfig, tiny_dit
-from songtrace.model.interface import GROUPS, DiffusionModel, model_params, predict_v
+from songtrace.model.dit import DiT, DiTConfig, DiTTask, tiny_dit
+from songtrace.model.task import GROUPS, task_for
 
 C, L, S = 4, 16, 5
 
@@ -30,24 +30,28 @@ def inputs(b: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def run(model, x: dict[str, torch.Tensor], frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's forward on the flat inputs of `inputs()` (conditioning gathered into one value)."""
+    cond = Conditioning(x["text"], x["text_mask"], x["seconds_start"], x["seconds_total"])
+    return model(x["x_t"], x["t"], cond, frame_mask)
+
+
 def frame_mask(n_frames: list[int]) -> torch.Tensor:
     return torch.arange(L)[None, :] < torch.tensor(n_frames)[:, None]
 
 
 def test_forward_shape_and_interface():
     model = tiny_dit(C, L)
-    assert isinstance(model, DiffusionModel)
-    assert model.latent_shape == (C, L)
-    v = model(**inputs())
+    task = task_for(model)
+    assert isinstance(task, DiTTask) and task.latent_shape == (C, L)
+    v = run(model, inputs())
     assert v.shape == (3, C, L) and torch.isfinite(v).all()
     assert 5_000 < model.num_params() < 30_000
-    states = model.hidden_states(**inputs())
-    assert len(states) == 2 and states[-1].shape == (3, L, 16)
 
 
 def test_layer_groups_cover_the_right_names():
     model = tiny_dit(C, L)
-    groups = model.named_layer_groups()
+    groups = task_for(model).layer_groups()
     names = [n for n, _ in model.named_parameters()]
     assert tuple(groups) == GROUPS
     assert groups["all"] == [n for n in names if n.startswith("layers.")]
@@ -68,11 +72,11 @@ def test_frame_mask_makes_padding_content_irrelevant():
     x = inputs()
     fm = frame_mask([10, 16, 7])
     changed = dict(x, x_t=torch.where(fm[:, None, :], x["x_t"], 5.0 * torch.randn(3, C, L)))
-    v1, v2 = model(**x, frame_mask=fm), model(**changed, frame_mask=fm)
+    v1, v2 = run(model, x, fm), run(model, changed, fm)
     real = fm[:, None, :].expand_as(v1)
     assert torch.equal(v1[real], v2[real])
     # without the mask, padding content leaks into the real frames through self-attention
-    u1, u2 = model(**x), model(**changed)
+    u1, u2 = run(model, x), run(model, changed)
     assert not torch.allclose(u1[real], u2[real], atol=1e-4)
 
 
@@ -85,9 +89,10 @@ def test_masked_loss_ignores_padding_content():
     other = Batch(batch.ids, torch.where(pad, torch.randn(3, C, L), batch.latents), *[getattr(batch, k) for k in
                   ("n_frames", "text", "text_mask", "seconds_start", "seconds_total")])
     plan = make_plan(batch.ids, 3, (C, L), seed=0)
-    masked = diffusion_loss(model, None, batch, plan, mask=True), diffusion_loss(model, None, other, plan, mask=True)
+    task = task_for(model)
+    masked = task.loss(None, batch, plan, mask=True), task.loss(None, other, plan, mask=True)
     assert torch.equal(*masked)
-    unmasked = diffusion_loss(model, None, batch, plan), diffusion_loss(model, None, other, plan)
+    unmasked = task.loss(None, batch, plan), task.loss(None, other, plan)
     assert not torch.allclose(*unmasked)
 
 
@@ -95,20 +100,20 @@ def test_text_mask_and_timing_condition_the_output():
     model = tiny_dit(C, L)
     x = inputs()
     masked_out = dict(x, text=torch.where(x["text_mask"][..., None], x["text"], torch.randn(3, S, 384)))
-    assert torch.equal(model(**x), model(**masked_out))
-    assert not torch.allclose(model(**x), model(**dict(x, text=torch.randn(3, S, 384))), atol=1e-5)
-    assert not torch.allclose(model(**x), model(**dict(x, seconds_total=x["seconds_total"] + 1.0)), atol=1e-5)
+    assert torch.equal(run(model, x), run(model, masked_out))
+    assert not torch.allclose(run(model, x), run(model, dict(x, text=torch.randn(3, S, 384))), atol=1e-5)
+    assert not torch.allclose(run(model, x), run(model, dict(x, seconds_total=x["seconds_total"] + 1.0)), atol=1e-5)
     # the unconditional path (no caption tokens at all) is well defined
     null = dict(x, text_mask=torch.zeros(3, S, dtype=torch.bool))
-    assert torch.isfinite(model(**null)).all()
-    assert torch.equal(model(**null), model(**dict(null, text=torch.randn(3, S, 384))))
+    assert torch.isfinite(run(model, null)).all()
+    assert torch.equal(run(model, null), run(model, dict(null, text=torch.randn(3, S, 384))))
 
 
 def test_items_are_independent_in_a_batch():
     model = tiny_dit(C, L)
     x = inputs()
-    v = model(**x)
-    v0 = model(**{k: t[:1] for k, t in x.items()})
+    v = run(model, x)
+    v0 = run(model, {k: t[:1] for k, t in x.items()})
     assert torch.allclose(v[:1], v0, atol=1e-6)
 
 
@@ -116,31 +121,34 @@ def test_init_is_seeded_and_leaves_the_global_rng_alone():
     state = torch.random.get_rng_state()
     a, b, c = tiny_dit(seed=0), tiny_dit(seed=0), tiny_dit(seed=1)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert hash_tensors(model_params(a)) == hash_tensors(model_params(b)) != hash_tensors(model_params(c))
+    assert hash_tensors(task_for(a).params()) == hash_tensors(task_for(b).params()) != hash_tensors(task_for(c).params())
+    assert task_for(a).identity() == task_for(b).identity() != task_for(c).identity()
 
 
 def test_functional_call_with_params_matches_forward():
     model = tiny_dit(C, L)
     x = inputs()
-    params = {k: v * 1.01 for k, v in model_params(model).items() if k.startswith("layers.0.")}
-    v = predict_v(model, params, *x.values())
+    task = task_for(model)
+    params = {k: v * 1.01 for k, v in task.params().items() if k.startswith("layers.0.")}
+    v = task.predict_v(params, x["x_t"], x["t"], Conditioning(x["text"], x["text_mask"], x["seconds_start"], x["seconds_total"]))
     with torch.no_grad():
         for k, p in model.named_parameters():
             if k in params:
                 p.mul_(1.01)
-    assert torch.allclose(v, model(**x), atol=1e-6)
+    assert torch.allclose(v, run(model, x), atol=1e-6)
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_vmap_per_sample_grads_equal_a_loop(masked):
     model = tiny_dit(C, L)
-    params = model_params(model)
+    params = task_for(model).params()
     x = inputs(b=4)
     fm = frame_mask([10, 16, 7, 12])
     target = torch.randn(4, C, L, generator=torch.Generator().manual_seed(3))
 
     def loss(p, x_t, t, text, text_mask, s0, s1, fm_i, y):
-        v = functional_call(model, p, (x_t[None], t[None], text[None], text_mask[None], s0[None], s1[None], fm_i[None] if masked else None))
+        cond = Conditioning(text[None], text_mask[None], s0[None], s1[None])
+        v = functional_call(model, p, (x_t[None], t[None], cond, fm_i[None] if masked else None))
         return ((v - y[None]) ** 2).mean()
 
     args = (*x.values(), fm, target)
@@ -149,7 +157,7 @@ def test_vmap_per_sample_grads_equal_a_loop(masked):
         single = grad(loss)(params, *[a[i] for a in args])
         for k in params:
             assert torch.allclose(batched[k][i], single[k], atol=1e-6, rtol=1e-5), k
-    assert all(batched[k].abs().sum() > 0 for k in model.named_layer_groups()["all"])
+    assert all(batched[k].abs().sum() > 0 for k in task_for(model).layer_groups()["all"])
 
 
 def test_config_round_trips_and_validates():

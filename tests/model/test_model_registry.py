@@ -10,10 +10,11 @@ import torch
 
 from fixtures_model import TINY_DIT, synthetic_latent_set
 from songtrace.artifacts import artifact_hash, hash_tensors, load_safetensors, save_safetensors
-from songtrace.diffusion.train import TrainConfig, train_model
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import DiT
-from songtrace.model.registry import MODEL_FILE, build_model, check_model_matches, load_model
+from songtrace.model.registry import MODEL_FILE, build_model, load_model
+from songtrace.model.task import check_latents_fit
+from songtrace.model.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,14 @@ def test_load_model_gives_the_saved_ema_weights_in_eval_mode(model_dir):
     assert isinstance(model, DiT) and not model.training
     weights = load_safetensors(model_dir / MODEL_FILE)
     assert hash_tensors(dict(model.state_dict())) == hash_tensors(weights) == artifact_hash(model_dir)
-    check_model_matches(model, synthetic_latent_set())
+    check_latents_fit(model, synthetic_latent_set())
 
 
 def test_check_model_matches_names_both_shapes(model_dir):
     model = load_model(model_dir)
     other = synthetic_latent_set(channels=3, length=20)
     with pytest.raises(SongtraceError, match=r"expects latents 4×16.*has 3×20"):
-        check_model_matches(model, other, "latents/other")
+        check_latents_fit(model, other, "latents/other")
 
 
 def test_load_errors_name_the_file(tmp_path, model_dir):

@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from songtrace.attribution import FisherConfig, ScoreConfig, compute_fisher, influence, params_hash, unlearn
+from songtrace.attribution import FisherConfig, ScoreConfig, compute_fisher, influence, unlearn
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.model.registry import load_model
+from songtrace.model.task import model_identity
 from songtrace.selfinfluence.fd import GenerationProbe, fd_metrics
 from songtrace.selfinfluence.grid import TARGETS_FILE, Cell
 from songtrace.selfinfluence.metrics import scale_k
@@ -47,11 +48,13 @@ def si_data(tiny_model, tiny_latents, tiny_codec, tiny_world):
     emb = embedder.embed_audio([world.audio(i) for i in items.ids], world.sample_rate)
     versions = ["g" if i in (0, 4) else "" for i in range(len(items))]  # a planted version pair among the training tracks
     probe = GenerationProbe(load_codec(tiny_codec), embedder, items, n_prompts=3, seed=0, sampler_steps=2)
-    return SelfInfluenceData(model, fisher, latents, emb, versions, "dsp", probe, inputs={"model": params_hash(model)})
+    return SelfInfluenceData(model, fisher, latents, emb, versions, "dsp", probe, inputs={"model": model_identity(model)})
 
 
 def test_generation_probe_is_deterministic_and_sees_the_delta(si_data):
-    from songtrace.selfinfluence.fd import ShiftedModel
+    from songtrace.attribution.unlearn import apply_delta
+    from songtrace.data.batch import Conditioning
+    from songtrace.model.task import task_for
 
     probe = si_data.probe
     zero = {n: torch.zeros_like(p) for n, p in si_data.model.named_parameters() if n.startswith("layers.")}
@@ -65,9 +68,10 @@ def test_generation_probe_is_deterministic_and_sees_the_delta(si_data):
     assert probe.embed(si_data.model, broken) is None
     assert fd_metrics(None, base, base)["fd"] == float("inf")
     x = torch.randn(2, *si_data.latents.latent_shape)
-    args = (x, torch.rand(2), si_data.latents.text[:2], si_data.latents.text_mask[:2], torch.zeros(2), torch.ones(2))
-    with torch.no_grad():
-        torch.testing.assert_close(ShiftedModel(si_data.model, zero)(*args), si_data.model(*args))
+    args = (x, torch.rand(2), Conditioning(si_data.latents.text[:2], si_data.latents.text_mask[:2], torch.zeros(2), torch.ones(2)))
+    task = task_for(si_data.model)
+    with torch.no_grad():  # θ0 + 0 through the task is the module itself
+        torch.testing.assert_close(task.predictor(apply_delta(task.params(), zero))(*args, None), si_data.model(*args))
     assert probe.n_samples == 3
 
 

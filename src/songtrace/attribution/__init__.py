@@ -23,7 +23,6 @@ from songtrace.attribution.fisher import (
     per_sample_grads,
 )
 from songtrace.attribution.groups import is_regex, split_params, target_params
-from songtrace.attribution.inputs import eval_mode, load_latents, load_model, params_hash
 from songtrace.attribution.query import QUERY_KINDS, Query, QueryContext, make_query, query_kind, resolve_query
 from songtrace.attribution.run import (
     AttributeConfig,
@@ -84,7 +83,6 @@ __all__ = [
     "credits_table",
     "damping_value",
     "delta_norm",
-    "eval_mode",
     "fisher_diag",
     "fit_fisher",
     "influence",
@@ -92,12 +90,9 @@ __all__ = [
     "item_losses",
     "item_titles",
     "load_attribution",
-    "load_latents",
-    "load_model",
     "loss_pass",
     "make_query",
     "mask_setting",
-    "params_hash",
     "per_sample_grads",
     "query_gradient",
     "query_kind",

@@ -36,13 +36,12 @@ from songtrace.artifacts import (
     save_safetensors,
 )
 from songtrace.attribution.groups import split_params, target_params
-from songtrace.attribution.inputs import check_latent_shape, eval_mode, load_latents, load_model, model_latent_shape, params_hash
-from songtrace.data.batch import Batch
+from songtrace.data.batch import Batch, Conditioning
 from songtrace.data.latents import LatentSet
-from songtrace.diffusion.loss import NoisePlan, make_plan, masked_mse
-from songtrace.diffusion.schedule import add_noise, v_target
+from songtrace.diffusion.loss import NoisePlan, Samples, flatten_samples, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import predict_v
+from songtrace.model.registry import load_task
+from songtrace.model.task import ModelTask, as_task, check_latents_fit, eval_mode
 from songtrace.progress import progress_bar
 
 FISHER_FILE = "fisher.safetensors"
@@ -80,62 +79,38 @@ class FisherConfig(StageConfig):
 # --------------------------------------------------------------------------- per-sample gradients
 
 
-def flatten_samples(batch: Batch, plan: NoisePlan, mask: bool) -> dict[str, torch.Tensor | None]:
-    """One row per (item, timestep): noisy latent, timestep, conditioning, v target and frame mask."""
-    b, n_t = plan.t.shape
-    x0 = batch.latents[:, None].expand(b, n_t, *batch.latents.shape[1:])
-    shape = (b * n_t, *batch.latents.shape[1:])
+def _grads_vmap(task: ModelTask, frozen: Params, target: Params, samples: Samples) -> Params:
+    """Per-sample gradients by `vmap(grad(sample_loss))` over the rows."""
 
-    def rep(x: torch.Tensor) -> torch.Tensor:
-        return x.repeat_interleave(n_t, dim=0)
+    def loss(tgt: Params, row: Samples) -> torch.Tensor:
+        return task.sample_loss({**frozen, **tgt}, row)
 
-    return {
-        "x_t": add_noise(x0, plan.noise, plan.t).reshape(shape),
-        "t": plan.t.reshape(b * n_t),
-        "text": rep(batch.text),
-        "text_mask": rep(batch.text_mask),
-        "seconds_start": rep(batch.seconds_start),
-        "seconds_total": rep(batch.seconds_total),
-        "target": v_target(x0, plan.noise, plan.t).reshape(shape),
-        "frame_mask": rep(batch.frame_mask()) if mask else None,
-    }
+    dims = Samples(0, 0, Conditioning(0, 0, 0, 0), 0, None if samples.frame_mask is None else 0)
+    return vmap(grad(loss), in_dims=(None, dims))(target, samples)
 
 
-_SAMPLE_KEYS = ("x_t", "t", "text", "text_mask", "seconds_start", "seconds_total", "target", "frame_mask")
+def _grads_loop(task: ModelTask, frozen: Params, target: Params, samples: Samples) -> Params:
+    """Per-sample gradients one row at a time (the reference the vmap path is tested against)."""
 
+    def loss(tgt: Params, row: Samples) -> torch.Tensor:
+        return task.sample_loss({**frozen, **tgt}, row)
 
-def sample_loss_fn(model: nn.Module, frozen: Params) -> Callable[..., torch.Tensor]:
-    """L_t of one (item, timestep) sample as a function of the target parameters (unbatched inputs)."""
-
-    def loss(target: Params, x_t, t, text, text_mask, seconds_start, seconds_total, v, frame_mask) -> torch.Tensor:
-        fm = frame_mask[None] if frame_mask is not None else None
-        cond = (text[None], text_mask[None], seconds_start[None], seconds_total[None])
-        pred = predict_v(model, {**frozen, **target}, x_t[None], t[None], *cond, fm)
-        return masked_mse(pred, v[None], fm)[0]
-
-    return loss
-
-
-def _grads_vmap(loss: Callable[..., torch.Tensor], target: Params, samples: Mapping[str, torch.Tensor | None]) -> Params:
-    """Per-sample gradients by `vmap(grad(loss))` over the sample axis."""
-    args = [samples[k] for k in _SAMPLE_KEYS]
-    in_dims = (None, *[None if a is None else 0 for a in args])
-    return vmap(grad(loss), in_dims=in_dims)(target, *args)
-
-
-def _grads_loop(loss: Callable[..., torch.Tensor], target: Params, samples: Mapping[str, torch.Tensor | None]) -> Params:
-    """Per-sample gradients one sample at a time (the reference the vmap path is tested against)."""
-    n = samples["t"].shape[0]
     g = grad(loss)
-    rows = [g(target, *[None if samples[k] is None else samples[k][s] for k in _SAMPLE_KEYS]) for s in range(n)]
+    rows = [g(target, _row(samples, s)) for s in range(samples.t.shape[0])]
     return {k: torch.stack([r[k] for r in rows]) for k in target}
+
+
+def _row(samples: Samples, s: int) -> Samples:
+    """Row `s` of the samples, unbatched (as vmap would hand it over)."""
+    return Samples(samples.x_t[s], samples.t[s], Conditioning(*(x[s] for x in samples.cond)), samples.target[s],
+                   None if samples.frame_mask is None else samples.frame_mask[s])
 
 
 PER_SAMPLE_METHODS: dict[str, Callable[..., Params]] = {"vmap": _grads_vmap, "loop": _grads_loop}
 
 
 def per_sample_grads(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     params_target: Params,
     params_frozen: Params,
     batch: Batch,
@@ -146,7 +121,7 @@ def per_sample_grads(
     """∂L_t(z_i, θ)/∂θ for every (item, timestep) of the batch: name -> [B*T, *shape] (item-major)."""
     check_choice("per-sample gradient method", method, PER_SAMPLE_METHODS)
     samples = flatten_samples(batch, plan, mask)
-    return PER_SAMPLE_METHODS[method](sample_loss_fn(model, params_frozen), params_target, samples)
+    return PER_SAMPLE_METHODS[method](as_task(model), dict(params_frozen), params_target, samples)
 
 
 def accumulate_squares(sums: Params, grads: Mapping[str, torch.Tensor]) -> Params:
@@ -155,23 +130,20 @@ def accumulate_squares(sums: Params, grads: Mapping[str, torch.Tensor]) -> Param
 
 
 def batch_square_sums(
-    model: nn.Module,
+    task: ModelTask,
     params_target: Params,
     params_frozen: Params,
     batch: Batch,
     config: FisherConfig,
-    latent_shape: tuple[int, int],
 ) -> Params:
     """Σ over the batch's items and T timesteps of the squared per-sample gradients (float64)."""
-    plan = make_plan(batch.ids, config.n_timesteps, latent_shape, config.seed)
+    plan = make_plan(batch.ids, config.n_timesteps, task.latent_shape, config.seed)
     sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params_target.items()}
     samples = flatten_samples(batch, plan, config.mask)
-    loss = sample_loss_fn(model, params_frozen)
-    n = samples["t"].shape[0]
+    n = samples.t.shape[0]
     for start in range(0, n, config.sample_chunk):
-        sl = slice(start, min(n, start + config.sample_chunk))
-        chunk = {k: (None if v is None else v[sl]) for k, v in samples.items()}
-        sums = accumulate_squares(sums, PER_SAMPLE_METHODS[config.method](loss, params_target, chunk))
+        chunk = samples.select(slice(start, min(n, start + config.sample_chunk)))
+        sums = accumulate_squares(sums, PER_SAMPLE_METHODS[config.method](task, params_frozen, params_target, chunk))
     return sums
 
 
@@ -274,19 +246,18 @@ def _batches(n: int, batch_size: int, start: int = 0) -> list[range]:
     return [range(s, min(n, s + batch_size)) for s in range(start, n, batch_size)]
 
 
-def compute_fisher(model: nn.Module, latents: LatentSet, config: FisherConfig) -> Fisher:
+def compute_fisher(model: nn.Module | ModelTask, latents: LatentSet, config: FisherConfig) -> Fisher:
     """The diagonal Fisher of `model` over `latents` (its `config.split`), in memory, for notebooks and tests."""
+    task = as_task(model)
     data = latents.subset(config.split)
-    check_latent_shape(model, data)
-    names = target_params(model, config.group)
-    target, frozen = split_params(model, names)
-    shape = model_latent_shape(model, data)
+    check_latents_fit(task, data)
+    target, frozen = split_params(task, target_params(task, config.group))
     sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in target.items()}
-    with eval_mode(model):
+    with eval_mode(task.module):
         for rows in _batches(len(data), config.batch_size):
-            part = batch_square_sums(model, target, frozen, data.batch(rows), config, shape)
+            part = batch_square_sums(task, target, frozen, data.batch(rows), config)
             sums = {k: sums[k] + part[k] for k in sums}
-    return Fisher(fisher_diag(sums, len(data), config.n_timesteps), len(data), config, params_hash(model), latents.content_hash())
+    return Fisher(fisher_diag(sums, len(data), config.n_timesteps), len(data), config, task.identity(), latents.content_hash())
 
 
 def fit_fisher(
@@ -297,7 +268,7 @@ def fit_fisher(
     overwrite: bool = False,
     checkpoint_every: int = 10,
     max_batches: int | None = None,
-    model: nn.Module | None = None,
+    model: nn.Module | ModelTask | None = None,
 ) -> Path:
     """Fit the Fisher stage into `out_dir`, resuming partial work; returns `out_dir`.
 
@@ -307,16 +278,14 @@ def fit_fisher(
     stage then stays pending and a later call finishes it.
     """
     out_dir = Path(out_dir)
-    model = model if model is not None else load_model(model_dir)
-    latents = load_latents(latents_dir)
+    task = as_task(model) if model is not None else load_task(model_dir)
+    latents = LatentSet.load(latents_dir)
     data = latents.subset(config.split)
-    check_latent_shape(model, data)
-    inputs = {"model": params_hash(model), "latents": latents.content_hash()}
+    check_latents_fit(task, data, latents_dir)
+    inputs = {"model": task.identity(), "latents": latents.content_hash()}
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return out_dir
-    names = target_params(model, config.group)
-    target, frozen = split_params(model, names)
-    shape = model_latent_shape(model, data)
+    target, frozen = split_params(task, target_params(task, config.group))
     n = len(data)
     sums, done = _load_partial(out_dir / PARTIAL_FILE, target)
     batches = _batches(n, config.batch_size, done)
@@ -324,9 +293,9 @@ def fit_fisher(
         batches = batches[:max_batches]
     bar = progress_bar(n, desc="fisher", unit="item", initial=done)
     try:
-        with eval_mode(model):
+        with eval_mode(task.module):
             for i, rows in enumerate(batches, 1):
-                part = batch_square_sums(model, target, frozen, data.batch(rows), config, shape)
+                part = batch_square_sums(task, target, frozen, data.batch(rows), config)
                 sums = {k: sums[k] + part[k] for k in sums}
                 done = rows.stop
                 bar.update(len(rows))

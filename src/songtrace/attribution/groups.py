@@ -1,8 +1,8 @@
 """Target layers for unlearning: a named layer group of the model, or a regex over parameter names.
 
 Seed 002, Table 1 compares unlearning cross-attention `to_kv` weights, the cross-attention layers,
-the self-attention layers and all transformer layers; the model names these groups through
-`named_layer_groups()`, and a user can pick any other set with a regex.
+the self-attention layers and all transformer layers; the model's task names these groups
+(`ModelTask.layer_groups()`), and a user can pick any other set with a regex.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task
 
 REGEX_PREFIX = "re:"
 _REGEX_CHARS = set(".*+?[](){}|^$\\")
@@ -24,21 +25,20 @@ def is_regex(group: str) -> bool:
     return group.startswith(REGEX_PREFIX) or any(c in _REGEX_CHARS for c in group)
 
 
-def _groups(model: nn.Module) -> dict[str, list[str]]:
-    """The model's layer groups, with a clear error when it has none."""
-    if not hasattr(model, "named_layer_groups"):
-        raise SongtraceError(f"{type(model).__name__} has no named_layer_groups(); pass a regex over parameter names (re:...)")
-    return {k: list(v) for k, v in model.named_layer_groups().items()}
-
-
-def target_params(model: nn.Module, group_or_regex: str) -> list[str]:
+def target_params(model: nn.Module | ModelTask, group_or_regex: str) -> list[str]:
     """Names of the parameters to unlearn: a layer group of the model, or a regex (searched) over parameter names.
 
     An unknown group, a bad regex or a regex matching no parameter raises `SongtraceError` listing
     the valid groups. Names come back in the model's parameter order.
     """
-    names = [n for n, _ in model.named_parameters()]
-    groups = _groups(model) if hasattr(model, "named_layer_groups") else {}
+    task = as_task(model)
+    names = [n for n, _ in task.module.named_parameters()]
+    try:
+        groups = task.layer_groups()
+    except SongtraceError:
+        if not is_regex(group_or_regex):
+            raise
+        groups = {}
     valid = ", ".join(sorted(groups)) or "(none)"
     if not is_regex(group_or_regex):
         if group_or_regex not in groups:
@@ -63,11 +63,11 @@ def target_params(model: nn.Module, group_or_regex: str) -> list[str]:
     return matched
 
 
-def split_params(model: nn.Module, names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_params(model: nn.Module | ModelTask, names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """θ0 split into (target, frozen) dicts of detached tensors, for `torch.func` calls."""
     chosen = set(names)
     target, frozen = {}, {}
-    for n, p in model.named_parameters():
+    for n, p in as_task(model).module.named_parameters():
         (target if n in chosen else frozen)[n] = p.detach()
     return target, frozen
 

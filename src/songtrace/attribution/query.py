@@ -7,7 +7,7 @@ Query specs (a registry; an unknown form raises an error listing them):
                             latent [C, F], n_frames, text, text_mask, seconds_total, seconds_start)
 - `PATH.wav` / `.flac` / `.ogg` an audio file, encoded with the codec (cropped to the model length);
                             caption from `caption` (or the null caption)
-- `prompt:TEXT@SEED`        generate a track for TEXT with SEED (`songtrace.diffusion.generate`, the
+- `prompt:TEXT@SEED`        generate a track for TEXT with SEED (`songtrace.model.generate`, the
                             model's full length unless `seconds` is given), then attribute it
 
 Every query resolves to a one-item `Batch` zero-padded to the model length, like a training item.
@@ -46,7 +46,11 @@ class Query:
 
 @dataclasses.dataclass
 class QueryContext:
-    """What resolving a query may need: the data (shapes, training items), the model, the codec, a caption."""
+    """What resolving a query may need: the data (shapes, training items), the model, the codec, a caption.
+
+    `model` / `codec` are the already loaded objects when the caller has them (a prompt or audio
+    query then reuses them); otherwise they are loaded from the directories once, on first use.
+    """
 
     latents: LatentSet
     model_dir: Path | None = None
@@ -54,6 +58,28 @@ class QueryContext:
     caption: str | None = None
     seconds: float | None = None
     generate_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: Any = None
+    codec: Any = None
+
+    def loaded_model(self) -> Any:
+        """The model's task (loaded from `model_dir` once if not given)."""
+        if self.model is None:
+            if self.model_dir is None:
+                raise SongtraceError("a prompt query needs the model to generate with (pass --model)")
+            from songtrace.model.registry import load_task
+
+            self.model = load_task(self.model_dir)
+        return self.model
+
+    def loaded_codec(self) -> Any:
+        """The codec (loaded from `codec_dir` once if not given)."""
+        if self.codec is None:
+            if self.codec_dir is None:
+                raise SongtraceError("this query needs the codec that made the latents (pass --codec)")
+            from songtrace.codec import load_codec
+
+            self.codec = load_codec(self.codec_dir)
+        return self.codec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,18 +201,18 @@ def _resolve_audio(spec: str, ctx: QueryContext) -> Query:
     path = Path(spec)
     if not path.exists():
         raise SongtraceError(f"{path}: audio file not found")
-    if ctx.codec_dir is None:
+    if ctx.codec_dir is None and ctx.codec is None:
         raise SongtraceError(f"{path}: attributing an audio file needs the codec that made the latents (pass --codec)")
     import soundfile as sf
 
-    from songtrace.codec import encode_audio, load_codec
+    from songtrace.codec import encode_audio
     from songtrace.codec.io import resample, to_mono
 
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
     except RuntimeError as e:
         raise SongtraceError(f"{path}: not a readable audio file ({e})") from None
-    codec = load_codec(ctx.codec_dir)
+    codec = ctx.loaded_codec()
     mono = resample(to_mono(wav), int(sr), codec.sample_rate)
     length = _model_length(ctx)
     frames = min(codec.frames_for(len(mono)), length)
@@ -206,13 +232,13 @@ def _resolve_prompt(spec: str, ctx: QueryContext) -> Query:
     m = _PROMPT.match(spec)
     if not m:
         raise SongtraceError(f"bad prompt query {spec!r}; the form is prompt:TEXT@SEED, e.g. 'prompt:a calm chorale@3'")
-    if ctx.model_dir is None or ctx.codec_dir is None:
+    if (ctx.model_dir is None and ctx.model is None) or (ctx.codec_dir is None and ctx.codec is None):
         raise SongtraceError("a prompt query needs the model and the codec to generate with (pass --model and --codec)")
-    from songtrace.diffusion.generate import generate
+    from songtrace.model.generate import generate
 
     text, seed = m.group("text").strip(), int(m.group("seed"))
     seconds = ctx.seconds if ctx.seconds is not None else full_length_seconds(ctx)
-    track = generate(ctx.model_dir, ctx.codec_dir, text, seconds, seed=seed, **ctx.generate_options)
+    track = generate(ctx.loaded_model(), ctx.loaded_codec(), text, seconds, seed=seed, **ctx.generate_options)
     latent, _ = pad_latent(track.latent, _model_length(ctx), spec)
     tokens, mask = fit_text(track.text, track.text_mask, int(ctx.latents.text.shape[1]), spec)
     meta = {"source": spec, "prompt": text, "seed": seed, "seconds": seconds, "sampler": track.sampler, "sampler_steps": track.steps}
@@ -223,10 +249,7 @@ def _resolve_prompt(spec: str, ctx: QueryContext) -> Query:
 
 def full_length_seconds(ctx: QueryContext) -> float:
     """The model's full length in seconds (frames × samples per frame / sample rate of the codec)."""
-    from songtrace.codec import load_codec
-
-    assert ctx.codec_dir is not None
-    codec = load_codec(ctx.codec_dir)
+    codec = ctx.loaded_codec()
     return _model_length(ctx) * codec.samples_per_frame / codec.sample_rate
 
 

@@ -32,13 +32,14 @@ from songtrace.artifacts import (
 )
 from songtrace.attribution.fisher import Fisher, check_fits, check_inputs
 from songtrace.attribution.groups import split_params, target_params
-from songtrace.attribution.inputs import load_latents, load_model, params_hash
 from songtrace.attribution.query import Query, QueryContext, resolve_query
 from songtrace.attribution.score import ScoreConfig, base_losses, credit_shares, ranks, score_many
 from songtrace.attribution.unlearn import UnlearnConfig, delta_norm, unlearn
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.home import resolve_home
+from songtrace.model.registry import load_task
+from songtrace.model.task import ModelTask
 from songtrace.progress import progress
 
 SCORES_FILE = "scores.parquet"
@@ -114,7 +115,7 @@ def credits_table(query_id: str, scores: torch.Tensor, data: LatentSet) -> pd.Da
 
 
 def attribute_queries(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     fisher: Fisher,
     latents: LatentSet,
     queries: Sequence[Query],
@@ -206,14 +207,14 @@ def attribute(
     if not queries:
         raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
     out_dir = Path(out_dir)
-    model = load_model(model_dir)
-    latents = load_latents(latents_dir)
+    model = load_task(model_dir)
+    latents = LatentSet.load(latents_dir)
     fisher = Fisher.load(fisher_dir)
-    model_hash, latents_hash = params_hash(model), latents.content_hash()
+    model_hash, latents_hash = model.identity(), latents.content_hash()
     check_inputs(fisher, model_hash, latents_hash, source=f"the Fisher at {fisher_dir}")
     target, _ = split_params(model, target_params(model, config.unlearn.group))
     check_fits(fisher, target, source=f"the Fisher at {fisher_dir}")
-    ctx = QueryContext(latents, Path(model_dir), Path(codec_dir) if codec_dir else None, caption=caption, seconds=seconds)
+    ctx = QueryContext(latents, Path(model_dir), Path(codec_dir) if codec_dir else None, caption=caption, seconds=seconds, model=model)
     resolved = [resolve_query(q, ctx) for q in queries]
     if len({q.query_id for q in resolved}) != len(resolved):
         raise SongtraceError(f"two queries resolve to the same id: {[q.query_id for q in resolved]}")
@@ -227,7 +228,7 @@ def attribute(
         return load_attribution(out_dir)
     for q in resolved:
         if q.generated is not None:
-            from songtrace.diffusion.generate import save_generated
+            from songtrace.model.generate import save_generated
 
             save_generated(q.generated, out_dir / "queries" / f"{_safe_name(q.query_id)}.wav")
     cache_dir = resolve_home(home) / "cache" / "base_losses" if use_cache else None

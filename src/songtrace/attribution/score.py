@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from songtrace.artifacts import StageConfig, check_positive, hash_json, load_safetensors, save_safetensors
-from songtrace.attribution.inputs import check_latent_shape, eval_mode, model_latent_shape, params_hash
 from songtrace.attribution.unlearn import apply_delta
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
-from songtrace.diffusion.loss import NoisePlan, diffusion_loss, make_plan
+from songtrace.diffusion.loss import NoisePlan, make_plan
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task, check_latents_fit, eval_mode
 from songtrace.progress import progress_bar
 
 Params = dict[str, torch.Tensor]
@@ -54,7 +54,7 @@ class ScoreConfig(StageConfig):
 
 
 def item_losses(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     params: Mapping[str, torch.Tensor] | None,
     batch: Batch,
     plan: NoisePlan,
@@ -62,9 +62,10 @@ def item_losses(
     timestep_chunk: int,
 ) -> torch.Tensor:
     """L(z_i, θ) = (1/T) Σ_t L_t(z_i, θ) per item `[B]` (float64), evaluated `timestep_chunk` timesteps at a time."""
+    task = as_task(model)
     n_t = plan.t.shape[1]
     parts = [
-        diffusion_loss(model, params, batch, plan.select_timesteps(slice(s, min(n_t, s + timestep_chunk))), mask=mask)
+        task.loss(params, batch, plan.select_timesteps(slice(s, min(n_t, s + timestep_chunk))), mask=mask)
         for s in range(0, n_t, timestep_chunk)
     ]
     return torch.cat(parts, dim=1).to(torch.float64).mean(dim=1)
@@ -75,7 +76,7 @@ def _row_batches(n: int, batch_size: int) -> list[slice]:
 
 
 def loss_pass(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     deltas: Sequence[Mapping[str, torch.Tensor]],
     data: LatentSet,
     config: ScoreConfig,
@@ -87,25 +88,26 @@ def loss_pass(
 
     Each batch's plan is drawn once and shared by θ0 and every θ0 + δ_k (common random numbers).
     """
+    task = as_task(model)
     names = sorted({k for d in deltas for k in d})
-    theta0 = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    theta0 = {n: p.detach() for n, p in task.module.named_parameters() if n in names}
     missing = set(names) - set(theta0)
     if missing:
         raise SongtraceError(f"the weight delta names parameters the model lacks: {sorted(missing)[:3]}")
-    shape = model_latent_shape(model, data)
+    shape = task.latent_shape
     n = len(data)
     base = torch.empty(n, dtype=torch.float64) if with_base else None
     losses = torch.empty(len(deltas), n, dtype=torch.float64)
     bar = progress_bar(n, desc=desc, unit="item")
     try:
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), eval_mode(task.module):
             for rows in _row_batches(n, config.batch_size):
                 batch = data.batch(rows)
                 plan = make_plan(batch.ids, config.n_timesteps, shape, config.seed)
                 if base is not None:
-                    base[rows] = item_losses(model, None, batch, plan, mask_loss, config.timestep_chunk)
+                    base[rows] = item_losses(task, None, batch, plan, mask_loss, config.timestep_chunk)
                 for k, delta in enumerate(deltas):
-                    losses[k, rows] = item_losses(model, apply_delta(theta0, delta), batch, plan, mask_loss, config.timestep_chunk)
+                    losses[k, rows] = item_losses(task, apply_delta(theta0, delta), batch, plan, mask_loss, config.timestep_chunk)
                 bar.update(rows.stop - rows.start)
     finally:
         bar.close()
@@ -121,7 +123,7 @@ def base_cache_key(model_hash: str, latents_hash: str, config: ScoreConfig, mask
 
 
 def base_losses(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     latents: LatentSet,
     config: ScoreConfig,
     mask_loss: bool,
@@ -135,30 +137,31 @@ def base_losses(
     first batch is recomputed and compared bit for bit with the cache (a different BLAS or thread
     count could change the floats); on a mismatch everything is recomputed and the cache rewritten.
     """
+    task = as_task(model)
     data = latents.subset(config.split)
-    check_latent_shape(model, data)
+    check_latents_fit(task, data)
     path = None
     if cache_dir is not None:
-        key = base_cache_key(model_hash or params_hash(model), latents.content_hash(), config, mask_loss)
+        key = base_cache_key(model_hash or task.identity(), latents.content_hash(), config, mask_loss)
         path = Path(cache_dir) / f"{key}.safetensors"
         if path.exists():
             cached = load_safetensors(path)["loss"]
-            if cached.shape == (len(data),) and (not verify or _first_batch_matches(model, data, config, mask_loss, cached)):
+            if cached.shape == (len(data),) and (not verify or _first_batch_matches(task, data, config, mask_loss, cached)):
                 return cached
-    base, _ = loss_pass(model, [], data, config, mask_loss, with_base=True, desc="base losses")
+    base, _ = loss_pass(task, [], data, config, mask_loss, with_base=True, desc="base losses")
     assert base is not None
     if path is not None:
         save_safetensors(path, {"loss": base}, metadata={"n_items": str(len(data)), "split": config.split})
     return base
 
 
-def _first_batch_matches(model: nn.Module, data: LatentSet, config: ScoreConfig, mask_loss: bool, cached: torch.Tensor) -> bool:
+def _first_batch_matches(task: ModelTask, data: LatentSet, config: ScoreConfig, mask_loss: bool, cached: torch.Tensor) -> bool:
     """Recompute the first batch of base losses and compare it exactly with the cache."""
     rows = _row_batches(len(data), config.batch_size)[0]
     batch = data.batch(rows)
-    plan = make_plan(batch.ids, config.n_timesteps, model_latent_shape(model, data), config.seed)
-    with torch.no_grad(), eval_mode(model):
-        fresh = item_losses(model, None, batch, plan, mask_loss, config.timestep_chunk)
+    plan = make_plan(batch.ids, config.n_timesteps, task.latent_shape, config.seed)
+    with torch.no_grad(), eval_mode(task.module):
+        fresh = item_losses(task, None, batch, plan, mask_loss, config.timestep_chunk)
     return bool(torch.equal(fresh, cached[rows]))
 
 
@@ -166,7 +169,7 @@ def _first_batch_matches(model: nn.Module, data: LatentSet, config: ScoreConfig,
 
 
 def score_many(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     deltas: Sequence[Mapping[str, torch.Tensor]],
     latents: LatentSet,
     config: ScoreConfig,
@@ -178,7 +181,7 @@ def score_many(
     Pass `base` (from `base_losses`, same config and mask) to skip recomputing L(z_i, θ0).
     """
     data = latents.subset(config.split)
-    check_latent_shape(model, data)
+    check_latents_fit(model, data)
     if base is not None and base.shape != (len(data),):
         raise SongtraceError(f"base losses have shape {tuple(base.shape)}, expected ({len(data)},) for split {config.split!r}")
     fresh, losses = loss_pass(model, deltas, data, config, mask_loss, with_base=base is None)
@@ -188,7 +191,7 @@ def score_many(
 
 
 def influence(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     delta: Mapping[str, torch.Tensor],
     latents: LatentSet,
     config: ScoreConfig,

@@ -26,10 +26,10 @@ from torch.func import grad
 from songtrace.artifacts import StageConfig, check_choice, check_positive
 from songtrace.attribution.fisher import Fisher, check_fisher, check_fits, mean_fisher
 from songtrace.attribution.groups import split_params, target_params
-from songtrace.attribution.inputs import eval_mode
 from songtrace.data.batch import Batch
-from songtrace.diffusion.loss import NoisePlan, diffusion_loss, make_plan
+from songtrace.diffusion.loss import NoisePlan, make_plan
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task, eval_mode
 
 Params = dict[str, torch.Tensor]
 
@@ -136,7 +136,7 @@ def apply_delta(theta0: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Te
 
 
 def query_gradient(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     params_target: Mapping[str, torch.Tensor],
     params_frozen: Mapping[str, torch.Tensor],
     query: Batch,
@@ -149,11 +149,12 @@ def query_gradient(
     Accumulated over timestep chunks (float64), so memory is bounded by `chunk` timesteps. For a
     batch of several queries, the gradient of the sum of their T-averaged losses.
     """
+    task = as_task(model)
     n_t = plan.t.shape[1]
     frozen = dict(params_frozen)
 
     def chunk_loss(target: Params, sub: NoisePlan) -> torch.Tensor:
-        return diffusion_loss(model, {**frozen, **target}, query, sub, mask=mask).sum() / n_t
+        return task.loss({**frozen, **target}, query, sub, mask=mask).sum() / n_t
 
     g_fn = grad(chunk_loss)
     total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params_target.items()}
@@ -170,7 +171,7 @@ def query_plan(query: Batch, config: UnlearnConfig) -> NoisePlan:
 
 
 def unlearn(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     fisher: Fisher | Mapping[str, torch.Tensor],
     query: Batch,
     config: UnlearnConfig,
@@ -185,17 +186,18 @@ def unlearn(
     n = n_train if n_train is not None else (fisher.n_items if isinstance(fisher, Fisher) else None)
     if not n:
         raise SongtraceError("unlearn needs N, the number of training items the Fisher averages over (pass n_train)")
-    names = target_params(model, config.group)
-    theta0, frozen = split_params(model, names)
+    task = as_task(model)
+    names = target_params(task, config.group)
+    theta0, frozen = split_params(task, names)
     check_fits(diag, theta0)
     f_target = {k: diag[k] for k in names}
     lam = damping_value(f_target, config.damping, config.damping_mode)
     check_fisher(f_target, damping=lam)
     plan = query_plan(query, config)
     delta = {k: torch.zeros_like(v) for k, v in theta0.items()}
-    with eval_mode(model):
+    with eval_mode(task.module):
         for _ in range(config.steps):
-            g = query_gradient(model, apply_delta(theta0, delta), frozen, query, plan, config.mask_unlearn, config.timestep_chunk)
+            g = query_gradient(task, apply_delta(theta0, delta), frozen, query, plan, config.mask_unlearn, config.timestep_chunk)
             delta = unlearn_step(delta, g, f_target, config.lr, n, lam)
     return delta
 

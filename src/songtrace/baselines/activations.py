@@ -31,13 +31,13 @@ from songtrace.baselines.features import (
     CONDITIONINGS,
     fixed_noise,
     frame_rate,
-    hidden_states,
     noisy_inputs,
     row_batches,
 )
 from songtrace.baselines.windows import WindowBank, window_starts
 from songtrace.data.batch import Batch
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task, eval_mode
 from songtrace.progress import progress
 
 
@@ -64,7 +64,7 @@ def window_features(states: list[torch.Tensor], n_frames: int, window: int, hop:
 class ActivationSimilarity:
     """LPIPS-like: per-layer cosine of unit-normalised, window-pooled DiT activations, averaged over layers."""
 
-    model: nn.Module
+    model: nn.Module | ModelTask
     timesteps: tuple[float, ...] = (0.3, 0.6)
     seed: int = 0
     conditioning: str = "null"
@@ -82,6 +82,7 @@ class ActivationSimilarity:
         if self.window_seconds <= 0 or self.hop_seconds <= 0:
             raise SongtraceError("activations: window and hop must be > 0 seconds")
         self.timesteps = tuple(float(t) for t in self.timesteps)
+        self.model = as_task(self.model)
 
     @property
     def cache_key(self) -> str:
@@ -96,8 +97,9 @@ class ActivationSimilarity:
     def features(self, batch: Batch, window: int, hop: int) -> list[np.ndarray]:
         """Window vectors of every item of a batch."""
         noise = fixed_noise(tuple(batch.latents.shape[1:]), len(self.timesteps), self.seed)
-        per_t = [hidden_states(self.model, noisy_inputs(batch, noise[k], t, self.conditioning, self.key_mask))
-                 for k, t in enumerate(self.timesteps)]
+        with eval_mode(self.model.module):
+            per_t = [self.model.layer_outputs(*noisy_inputs(batch, noise[k], t, self.conditioning, self.key_mask))
+                     for k, t in enumerate(self.timesteps)]
         out = []
         for i in range(len(batch)):
             states = [layer[i] for layers in per_t for layer in layers]

@@ -2,26 +2,21 @@
 
 The LPIPS-like, representer and gradient baselines all run the model on `x_t = α_t z + σ_t ε` for
 a few fixed timesteps and one fixed noise tensor per timestep, the same for the query and every
-training item (common random numbers), and read layer outputs or the last layer's input.
+training item (common random numbers), and read layer outputs or the last layer's input through the model's task (`ModelTask.layer_outputs`,
+`ModelTask.last_layer_features`), so they work on every model family songtrace can load.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from songtrace.data.batch import Batch
+from songtrace.data.batch import Batch, Conditioning
 from songtrace.diffusion.schedule import add_noise
 from songtrace.errors import SongtraceError
-from songtrace.model.conditioning import null_text
 
-LAYER_PATTERN = re.compile(r"(^|\.)layers\.\d+$")
 CONDITIONINGS = ("null", "own")
 
 
@@ -39,8 +34,9 @@ def frame_rate(seconds_total: torch.Tensor, n_frames: torch.Tensor) -> float:
     return float(torch.median(n_frames[ok].double() / seconds_total[ok].double()))
 
 
-def noisy_inputs(batch: Batch, noise: torch.Tensor, t: float, conditioning: str, key_mask: bool = False) -> tuple[Any, ...]:
-    """Model inputs at timestep `t` with the shared noise `[C, L]`: (x_t, t, text, text_mask, start, total, frame_mask).
+def noisy_inputs(batch: Batch, noise: torch.Tensor, t: float, conditioning: str, key_mask: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, Conditioning, torch.Tensor | None]:
+    """Model inputs at timestep `t` with the shared noise `[C, L]`: (x_t, t, cond, frame_mask), as `ModelTask` takes them.
 
     `key_mask` passes the padding mask to the model (padded frames excluded as attention keys); off
     by default, as the demo model is trained without it.
@@ -50,70 +46,8 @@ def noisy_inputs(batch: Batch, noise: torch.Tensor, t: float, conditioning: str,
     b = len(batch)
     tt = torch.full((b,), float(t))
     x_t = add_noise(batch.latents, noise[None].expand_as(batch.latents), tt)
-    text, text_mask = (batch.text, batch.text_mask) if conditioning == "own" else null_text(batch.text, batch.text_mask)
-    return x_t, tt, text, text_mask, batch.seconds_start, batch.seconds_total, batch.frame_mask() if key_mask else None
-
-
-def _first_tensor(out: object) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple | list) else out  # type: ignore[return-value]
-
-
-def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The transformer blocks (`...layers.{i}`), in order."""
-    found = [(n, m) for n, m in model.named_modules() if LAYER_PATTERN.search(n)]
-    if not found:
-        raise SongtraceError(f"{type(model).__name__}: no transformer blocks named like 'layers.<i>' to read activations from")
-    return found
-
-
-def hidden_states(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """Frame tokens `[B, L, D]` after every transformer block.
-
-    Uses the model's own `hidden_states` when it has one (the demo DiT); otherwise forward hooks on
-    `layers.{i}`, keeping the last L tokens (dropping prepended conditioning tokens).
-    """
-    if hasattr(model, "hidden_states"):
-        return list(model.hidden_states(*inputs))
-    length = inputs[0].shape[-1]
-    captured: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: captured.append(_first_tensor(out))) for _, m in layer_modules(model)]
-    try:
-        model(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [h[:, -length:] if h.shape[1] >= length else h for h in captured]
-
-
-def last_layer(model: nn.Module, name: str | None) -> nn.Linear:
-    """The final projection (features -> v per frame): `name`, else `project_out`, else the last Linear to C channels."""
-    modules = dict(model.named_modules())
-    if name is not None:
-        if name not in modules:
-            raise SongtraceError(f"{type(model).__name__} has no module {name!r}")
-        mod = modules[name]
-    elif "project_out" in modules:
-        mod = modules["project_out"]
-    else:
-        channels = int(model.latent_shape[0])
-        linears = [m for m in modules.values() if isinstance(m, nn.Linear) and m.out_features == channels]
-        if not linears:
-            raise SongtraceError(f"{type(model).__name__}: cannot find the last layer; pass its module name")
-        mod = linears[-1]
-    if not isinstance(mod, nn.Linear):
-        raise SongtraceError(f"the last layer must be a Linear (per-frame projection), got {type(mod).__name__}")
-    return mod
-
-
-@contextmanager
-def capture_input(module: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the inputs of `module` during the block (the hook is removed afterwards)."""
-    seen: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
-    try:
-        yield seen
-    finally:
-        handle.remove()
+    cond = batch.cond if conditioning == "own" else batch.cond.null()
+    return x_t, tt, cond, batch.frame_mask() if key_mask else None
 
 
 def real_frame_means(tokens: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from songtrace.baselines.projection import PROJECTIONS, Projector
 from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import NoisePlan, make_plan
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task, eval_mode
 from songtrace.progress import progress
 
 NORMALIZATIONS = ("cosine", "dot", "trak")
@@ -52,7 +53,7 @@ def precondition(train_feats: torch.Tensor, damping: float) -> torch.Tensor:
 class GradientSimilarity:
     """TRAK/D-TRAK-like: cosine (or preconditioned inner product) of projected loss gradients."""
 
-    model: nn.Module
+    model: nn.Module | ModelTask
     group: str = "all"
     dim: int = 1024
     n_timesteps: int = 4
@@ -72,8 +73,9 @@ class GradientSimilarity:
                                     ("grad_method", self.grad_method, tuple(PER_SAMPLE_METHODS))):
             if value not in valid:
                 raise SongtraceError(f"gradient: unknown {label} {value!r}; valid: {', '.join(valid)}")
+        self.model = as_task(self.model)
         self.names = target_params(self.model, self.group)
-        n_params = sum(int(p.numel()) for n, p in self.model.named_parameters() if n in set(self.names))
+        n_params = sum(int(p.numel()) for n, p in self.model.module.named_parameters() if n in set(self.names))
         self.projector = Projector(self.projection, n_params, self.dim, self.seed)
 
     @property
@@ -85,7 +87,8 @@ class GradientSimilarity:
         """∇θ L(z, θ0) over the target layers, mean over the plan's timesteps: `[B, P]`."""
         target, frozen = split_params(self.model, self.names)
         plan = shared_plan(len(batch), self.n_timesteps, tuple(batch.latents.shape[1:]), self.seed)
-        grads = per_sample_grads(self.model, target, frozen, batch, plan, self.mask, method=self.grad_method)
+        with eval_mode(self.model.module):
+            grads = per_sample_grads(self.model, target, frozen, batch, plan, self.mask, method=self.grad_method)
         flat = torch.cat([grads[n].reshape(len(batch), self.n_timesteps, -1) for n in self.names], dim=-1)
         return flat.mean(dim=1).detach()
 

@@ -16,7 +16,8 @@ features f ∈ R^D of frame l -> v ∈ R^C of frame l):
 - Φ and f depend on (t, ε): we average τ over a few fixed timesteps with shared noise, the same
   draws for the query and the training items.
 Φ is the model's v prediction (the last layer's output; in the demo DiT nothing follows it) and
-f the last layer's input. λ only scales all scores; it is kept for the formula's sake.
+f the last layer's input, both read through `ModelTask.last_layer_features`. λ only scales all scores;
+it is kept for the formula's sake.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ from torch import nn
 from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
 from songtrace.baselines.features import (
     CONDITIONINGS,
-    capture_input,
     fixed_noise,
-    last_layer,
     noisy_inputs,
     real_frame_means,
     row_batches,
@@ -40,6 +39,7 @@ from songtrace.baselines.features import (
 from songtrace.data.batch import Batch
 from songtrace.diffusion.schedule import v_target
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task, eval_mode
 from songtrace.progress import progress
 
 
@@ -62,12 +62,11 @@ def item_vectors(alpha: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 class RepresenterPoints:
     """RPS on the last layer: τ(ẑ, z_i) = mean over components of α_i f(z_i)ᵀ f(ẑ), averaged over timesteps."""
 
-    model: nn.Module
+    model: nn.Module | ModelTask
     timesteps: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     seed: int = 0
     lam: float = 1.0
     conditioning: str = "own"
-    layer: str | None = None
     key_mask: bool = False
     batch_size: int = 16
     name: str = "representer"
@@ -80,6 +79,7 @@ class RepresenterPoints:
         if self.conditioning not in CONDITIONINGS:
             raise SongtraceError(f"representer: unknown conditioning {self.conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
         self.timesteps = tuple(float(t) for t in self.timesteps)
+        self.model = as_task(self.model)
 
     @property
     def cache_key(self) -> str:
@@ -88,20 +88,14 @@ class RepresenterPoints:
 
     @torch.no_grad()
     def _run(self, batch: Batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per timestep: the v prediction `[B, C, L]` and the last layer's input `[B, L, D]`."""
-        proj = last_layer(self.model, self.layer)
+        """Per timestep: the v prediction `[B, C, L]` and the last layer's input `[B, L, D]` (via the model's task)."""
         noise = fixed_noise(tuple(batch.latents.shape[1:]), len(self.timesteps), self.seed)
         preds, feats = [], []
-        for k, t in enumerate(self.timesteps):
-            inputs = noisy_inputs(batch, noise[k], t, self.conditioning, self.key_mask)
-            with capture_input(proj) as seen:
-                preds.append(self.model(*inputs))
-            if len(seen) != 1:
-                raise SongtraceError(f"representer: the last layer ran {len(seen)} times in one forward pass, expected once")
-            f = seen[0]
-            if f.shape[1] != batch.latents.shape[-1]:  # [B, D, L] layouts
-                f = f.transpose(1, 2)
-            feats.append(f)
+        with eval_mode(self.model.module):
+            for k, t in enumerate(self.timesteps):
+                f, v = self.model.last_layer_features(*noisy_inputs(batch, noise[k], t, self.conditioning, self.key_mask))
+                preds.append(v)
+                feats.append(f)
         return preds, feats
 
     def train_vectors(self, train: TrainingSet) -> torch.Tensor:

@@ -81,17 +81,18 @@ def query_item(spec: str, query: Any, world: Any, codec_dir: Path | None) -> Que
 def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, latents_dir: Path, world_dir: Path, out_dir: Path,
                  codec_dir: Path | None = None, home: Path | None = None, overwrite: bool = False) -> pd.DataFrame:
     """Score every query with the configured method; writes and returns the scores table (sorted by query, rank)."""
-    from songtrace.attribution.inputs import load_latents, load_model
     from songtrace.attribution.query import QueryContext, resolve_query
     from songtrace.baselines.embedding import resolve_embedder
     from songtrace.compare.run import embedder_input, resolve_embedder_name
+    from songtrace.data.latents import LatentSet
+    from songtrace.model.registry import load_task
     from songtrace.world import load_world
 
     if not queries:
         raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
     out_dir = Path(out_dir)
-    model = load_model(model_dir)
-    latents = load_latents(latents_dir)
+    model = load_task(model_dir)
+    latents = LatentSet.load(latents_dir)
     world = load_world(world_dir)
     ctx = QueryContext(latents=latents, model_dir=Path(model_dir), codec_dir=codec_dir if codec_dir and Path(codec_dir).exists() else None)
     resolved = [(spec, resolve_query(spec, ctx)) for spec in queries]

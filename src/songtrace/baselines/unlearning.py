@@ -22,6 +22,7 @@ from songtrace.attribution.score import ScoreConfig, base_losses, score_many
 from songtrace.attribution.unlearn import UnlearnConfig, unlearn
 from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task
 from songtrace.progress import progress
 
 
@@ -30,7 +31,7 @@ from songtrace.progress import progress
 class UnlearningAttribution:
     """τ(ẑ, z_i) = L(z_i, θ') − L(z_i, θ0) after unlearning ẑ (Eq. 6); larger = more attributed."""
 
-    model: nn.Module
+    model: nn.Module | ModelTask
     fisher: Any  # a Fisher, or the directory of one
     unlearn_config: UnlearnConfig = dataclasses.field(default_factory=UnlearnConfig)
     score_config: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
@@ -38,6 +39,7 @@ class UnlearningAttribution:
     name: str = "unlearning"
 
     def __post_init__(self) -> None:
+        self.model = as_task(self.model)
         if isinstance(self.fisher, str | Path):
             self.fisher = Fisher.load(self.fisher)
         if not isinstance(self.fisher, Fisher):

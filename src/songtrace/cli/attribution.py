@@ -36,8 +36,7 @@ def fisher(
     """Fit the diagonal Fisher F = mean over items and timesteps of squared per-sample gradients (resumes if interrupted)."""
     from songtrace.artifacts import read_json
     from songtrace.attribution.fisher import FisherConfig, fit_fisher
-    from songtrace.attribution.inputs import resolve_artifact
-    from songtrace.home import stage_dir
+    from songtrace.home import resolve_artifact, stage_dir
 
     config = FisherConfig(group=group, n_timesteps=timesteps, seed=seed, mask=mask, batch_size=batch_size, sample_chunk=sample_chunk)
     out = stage_dir(home, "fisher", name)
@@ -83,12 +82,11 @@ def attribute(
 ) -> None:
     """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0)."""
     from songtrace.artifacts import hash_json
-    from songtrace.attribution.inputs import resolve_artifact
     from songtrace.attribution.run import AttributeConfig, default_unlearn_config
     from songtrace.attribution.run import attribute as run_attribute
     from songtrace.attribution.score import ScoreConfig
     from songtrace.errors import SongtraceError
-    from songtrace.home import resolve_home
+    from songtrace.home import resolve_artifact, resolve_home
 
     model_dir = resolve_artifact(home, "models", model)
     base, source = default_unlearn_config(home, model_dir)

@@ -31,10 +31,9 @@ def baseline(
 ) -> None:
     """Attribute queries to the training set with one baseline method (seed 002, section 3.3)."""
     from songtrace.artifacts import hash_json
-    from songtrace.attribution.inputs import resolve_artifact
     from songtrace.baselines.run import BaselineConfig, run_baseline
     from songtrace.cli.compare import parse_options
-    from songtrace.home import resolve_home
+    from songtrace.home import resolve_artifact, resolve_home
 
     options = parse_options([f"{method}.{o}" for o in option or []]).get(method, {})
     config = BaselineConfig(method=method, options=options, embedder=embedder, seed=seed)

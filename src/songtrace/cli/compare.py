@@ -70,11 +70,10 @@ def compare(
     json: JsonOption = False,
 ) -> None:
     """Compare unlearning with the CLAP-, CLEWS-, LPIPS-like, RPS and gradient baselines (seed 002, Figs. 1-2)."""
-    from songtrace.attribution.inputs import resolve_artifact
     from songtrace.attribution.score import ScoreConfig
     from songtrace.attribution.unlearn import UnlearnConfig
     from songtrace.compare.run import ALL_METHODS, CompareConfig, run_compare
-    from songtrace.home import resolve_home
+    from songtrace.home import resolve_artifact, resolve_home
 
     config = CompareConfig(
         queries=queries, methods=split_methods(methods) or ALL_METHODS, reference=reference, seed=seed, embedder=embedder,

@@ -84,11 +84,11 @@ def artist_prompts(world_dir: Path) -> dict[str, str]:
 def run_demo(config: DemoConfig, home: Path | None = None) -> dict[str, Any]:
     """Run every stage of the demo and return (and save) the summary."""
     from songtrace.codec import CodecConfig, encode_world, train_codec
-    from songtrace.diffusion.generate import generate, save_generated
-    from songtrace.diffusion.train import TrainConfig, train_model
     from songtrace.embedders import load_embedder
     from songtrace.embedders.songclap_train import config_for_world, train_songclap
     from songtrace.metrics.conditioning import conditioning_check
+    from songtrace.model.generate import generate, save_generated
+    from songtrace.model.train import TrainConfig, train_model
     from songtrace.world import WorldConfig, build_world, load_world
 
     home = resolve_home(home)

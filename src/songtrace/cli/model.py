@@ -8,15 +8,7 @@ from typing import Annotated
 import typer
 
 from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
-from songtrace.home import resolve_home, stage_dir
-
-
-def _artifact(home: Path | None, stage: str, name_or_path: str) -> Path:
-    """An artifact directory: an existing directory given as a path, else a name under `<home>/<stage>/`."""
-    p = Path(name_or_path)
-    if p.is_dir() and (p / "config.json").exists():
-        return p
-    return stage_dir(home, stage, name_or_path)
+from songtrace.home import resolve_artifact, resolve_home, stage_dir
 
 
 def train(
@@ -35,13 +27,13 @@ def train(
     json: JsonOption = False,
 ) -> None:
     """Train the DiT on a latent cache's train split; an interrupted run resumes from its last checkpoint."""
-    from songtrace.diffusion.train import TrainConfig, train_model
+    from songtrace.model.train import TrainConfig, train_model
 
     fields = {"steps": steps, "batch_size": batch_size, "lr": lr}
     train_cfg = TrainConfig(seed=seed, mask_padding=mask_padding, **{k: v for k, v in fields.items() if v is not None})
     dit = {k: v for k, v in {"width": width, "depth": depth, "heads": heads}.items() if v is not None}
     out = stage_dir(home, "models", name)
-    metrics = train_model(train_cfg, dit, _artifact(home, "latents", latents), out, overwrite=overwrite)
+    metrics = train_model(train_cfg, dit, resolve_artifact(home, "latents", latents), out, overwrite=overwrite)
     if json:
         print_json({"model_dir": str(out), **{k: v for k, v in metrics.items() if not k.endswith("curve")}})
         return
@@ -67,13 +59,13 @@ def generate(
     json: JsonOption = False,
 ) -> None:
     """Generate a track from a prompt; saves the WAV, its latent (a ready attribution query) and a JSON record."""
-    from songtrace.diffusion.generate import generate as generate_track
-    from songtrace.diffusion.generate import query_paths, save_generated
     from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS
+    from songtrace.model.generate import generate as generate_track
+    from songtrace.model.generate import query_paths, save_generated
 
     out = out or resolve_home(home) / "generations" / f"{Path(model).name}-seed{seed}.wav"
     track = generate_track(
-        _artifact(home, "models", model), _artifact(home, "codecs", codec), prompt, seconds, seed,
+        resolve_artifact(home, "models", model), resolve_artifact(home, "codecs", codec), prompt, seconds, seed,
         steps=steps or DEFAULT_STEPS, cfg_scale=DEFAULT_CFG_SCALE if cfg is None else cfg, sampler=sampler,
     )
     record = save_generated(track, out)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from songtrace.artifacts import CONFIG_FILE, load_safetensors, load_stage_config
+from songtrace.artifacts import CONFIG_FILE, artifact_hash, load_safetensors, load_stage_config
 from songtrace.codec.config import CodecConfig
 from songtrace.codec.model import Codec
 from songtrace.errors import SongtraceError
@@ -71,4 +71,6 @@ def load_codec(codec_dir: str | Path) -> Codec:
         raise SongtraceError(f"{codec_dir / MODEL_FILE}: weights do not match the codec config ({str(e).splitlines()[0]})") from None
     if not all(bool(torch.isfinite(t).all()) for t in state.values()):
         raise SongtraceError(f"{codec_dir / MODEL_FILE}: weights contain NaN or inf")
+    codec.source_dir = codec_dir  # type: ignore[attr-defined]  # for messages and records downstream
+    codec.content_hash = artifact_hash(codec_dir)  # type: ignore[attr-defined]
     return codec.eval()

@@ -143,19 +143,25 @@ def _max_seconds(latents: Any) -> float:
     return float(latents.latent_shape[1]) / rate
 
 
-def build_queries(config: CompareConfig, world: Any, train: TrainingSet, model_dir: Path, codec_dir: Path,
+def build_queries(config: CompareConfig, world: Any, train: TrainingSet, model: Any, codec_dir: Path,
                   query_dir: Path) -> list[CompareQuery]:
-    """The generated queries, then the planted-version and planted-artist queries; saves their audio to `query_dir`."""
+    """The generated queries, then the planted-version and planted-artist queries; saves their audio to `query_dir`.
+
+    `model` is the loaded model (or its directory); the codec is loaded once for all generations.
+    """
     import soundfile as sf
 
-    from songtrace.diffusion.generate import generate, save_generated
+    from songtrace.codec import load_codec
+    from songtrace.model.generate import generate, save_generated
+
+    codec = load_codec(codec_dir)
 
     m = world.manifest
     tr = m[(m["split"] == "train") & m["id"].isin(set(train.ids))].sort_values("id").reset_index(drop=True)
     cap = 0.999 * _max_seconds(train.latents)
 
     def gen(prompt: str, seconds: float, seed: int, qid: str) -> Any:
-        track = generate(model_dir, codec_dir, prompt, seconds=min(seconds, cap), seed=seed, steps=config.sampler_steps,
+        track = generate(model, codec, prompt, seconds=min(seconds, cap), seed=seed, steps=config.sampler_steps,
                          cfg_scale=config.cfg_scale)
         save_generated(track, query_dir / f"{qid}.wav")
         return generated_query(track, qid, train.latents)
@@ -364,8 +370,9 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
                 overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume, or skip) a comparison; returns the summary (also in `out_dir/summary.json`)."""
     from songtrace.attribution.fisher import Fisher, check_inputs
-    from songtrace.attribution.inputs import load_latents, load_model, params_hash
+    from songtrace.data.latents import LatentSet
     from songtrace.home import resolve_home
+    from songtrace.model.registry import load_task
     from songtrace.world import load_world
 
     out_dir = Path(out_dir)
@@ -383,8 +390,8 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return read_json(out_dir / "summary.json")
 
-    model = load_model(model_dir)
-    latents = load_latents(latents_dir)
+    model = load_task(model_dir)
+    latents = LatentSet.load(latents_dir)
     world = load_world(world_dir)
     missing = sorted(set(latents.ids) - set(world.ids))
     if missing:
@@ -394,7 +401,7 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
     fisher = None
     if "unlearning" in config.methods:
         fisher = Fisher.load(fisher_dir)
-        check_inputs(fisher, params_hash(model), latents.content_hash(), source=f"the Fisher at {fisher_dir}")
+        check_inputs(fisher, model.identity(), latents.content_hash(), source=f"the Fisher at {fisher_dir}")
     embedder = None
     if "embedding" in config.methods:
         from songtrace.baselines.embedding import resolve_embedder
@@ -403,7 +410,7 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
     query_dir = out_dir / "queries"
     query_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    queries = build_queries(config, world, train, model_dir, codec_dir, query_dir)
+    queries = build_queries(config, world, train, model, codec_dir, query_dir)
     queries_seconds = time.perf_counter() - t0
     q_hash = queries_hash(queries)
     ins = CompareInputs(model=model, train=train, fisher=fisher, embedder=embedder, cache_dir=home_path / "cache" / "base_losses")

@@ -8,11 +8,47 @@ Fisher, unlearning, scoring, generation and the baselines all take these types.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 
 from songtrace.errors import SongtraceError
+
+
+class Conditioning(NamedTuple):
+    """What a model is conditioned on, batched: caption token embeddings and mask, timing in seconds.
+
+    One value travels from the latent cache to every model call (`ModelTask.predict_v(params, x_t, t, cond)`).
+    It is a NamedTuple, so `torch.func` (vmap, functional_call) treats it as a tree of tensors.
+    """
+
+    text: torch.Tensor  # [B, S, D] token embeddings of the caption
+    text_mask: torch.Tensor  # [B, S] bool
+    seconds_start: torch.Tensor  # [B]
+    seconds_total: torch.Tensor  # [B]
+
+    def null(self) -> Conditioning:
+        """The unconditional caption (zero embeddings, all-False mask), timing kept: the CFG branch and caption dropout."""
+        return self._replace(text=torch.zeros_like(self.text), text_mask=torch.zeros_like(self.text_mask))
+
+    def drop(self, drop: torch.Tensor) -> Conditioning:
+        """Replace the captions of items where `drop [B]` is True by the null caption (caption dropout for CFG)."""
+        keep = ~drop.bool()
+        return self._replace(text=self.text * keep[:, None, None].to(self.text.dtype), text_mask=self.text_mask & keep[:, None])
+
+    def repeat_interleave(self, n: int) -> Conditioning:
+        """Each item repeated `n` times in place (item-major), to pair with `n` timesteps per item."""
+        return Conditioning(*(x.repeat_interleave(n, dim=0) for x in self))
+
+    def select(self, index: slice | torch.Tensor) -> Conditioning:
+        """The conditioning of a subset of items."""
+        return Conditioning(*(x[index] for x in self))
+
+    @staticmethod
+    def cat(conds: Sequence[Conditioning]) -> Conditioning:
+        """Concatenate along the item axis."""
+        return Conditioning(*(torch.cat(parts) for parts in zip(*conds, strict=True)))
 
 
 @dataclasses.dataclass
@@ -29,6 +65,16 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def cond(self) -> Conditioning:
+        """The items' conditioning as one value."""
+        return Conditioning(self.text, self.text_mask, self.seconds_start, self.seconds_total)
+
+    def with_cond(self, cond: Conditioning) -> Batch:
+        """The same items with another conditioning (e.g. captions dropped)."""
+        return dataclasses.replace(self, text=cond.text, text_mask=cond.text_mask, seconds_start=cond.seconds_start,
+                                   seconds_total=cond.seconds_total)
 
     def frame_mask(self) -> torch.Tensor:
         """[B, L] bool, True on real frames, False on padding."""

@@ -4,20 +4,27 @@
 true v over latent channels and frames (only real frames when masked). A `NoisePlan` fixes the
 timesteps and the noise per item (seeded by the item's id), so that Fisher, unlearning and
 scoring see the same draws for θ0 and θ' (common random numbers).
+
+Everything here is model-agnostic: the model enters as `predict(x_t, t, cond, frame_mask) -> v`
+(a `ModelTask` binds its weights into one), so the same loss serves training, Fisher, unlearning,
+scoring and every baseline. `flatten_samples` lays a batch × plan out as one row per
+(item, timestep); `samples_loss` is the loss of such rows, batched or (under `vmap`) one at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
-from torch import nn
 
-from songtrace.data.batch import Batch
+from songtrace.data.batch import Batch, Conditioning
 from songtrace.diffusion.schedule import add_noise, v_target
-from songtrace.model.interface import predict_v
+
+# predict(x_t [S, C, L], t [S], cond (S items), frame_mask [S, L] | None) -> v [S, C, L]
+Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning, torch.Tensor | None], torch.Tensor]
 
 
 @dataclasses.dataclass
@@ -30,6 +37,10 @@ class NoisePlan:
     def select_timesteps(self, index: slice) -> NoisePlan:
         """The plan restricted to a range of its T timesteps (for chunked evaluation)."""
         return NoisePlan(self.t[:, index], self.noise[:, index])
+
+    def select_items(self, index: slice | list[int] | torch.Tensor) -> NoisePlan:
+        """The plan of a subset of the batch's items."""
+        return NoisePlan(self.t[index], self.noise[index])
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -72,36 +83,56 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tenso
     return (sq * m).sum(dim=(-2, -1)) / (m.sum(dim=(-2, -1)) * sq.shape[-2]).clamp_min(1.0)
 
 
-def diffusion_loss(
-    model: nn.Module,
-    params: Mapping[str, torch.Tensor] | None,
-    batch: Batch,
-    plan: NoisePlan,
-    mask: bool = False,
-) -> torch.Tensor:
+class Samples(NamedTuple):
+    """One row per (item, timestep): the model's input, its conditioning, the v target and the frame mask."""
+
+    x_t: torch.Tensor  # [S, C, L]
+    t: torch.Tensor  # [S]
+    cond: Conditioning  # S items
+    target: torch.Tensor  # [S, C, L]
+    frame_mask: torch.Tensor | None  # [S, L] or None (unmasked loss)
+
+    def select(self, index: slice) -> Samples:
+        """A range of rows."""
+        fm = None if self.frame_mask is None else self.frame_mask[index]
+        return Samples(self.x_t[index], self.t[index], self.cond.select(index), self.target[index], fm)
+
+    def unsqueeze(self) -> Samples:
+        """One unbatched row (as `vmap` hands it over) made a batch of one."""
+        fm = None if self.frame_mask is None else self.frame_mask[None]
+        return Samples(self.x_t[None], self.t[None], Conditioning(*(x[None] for x in self.cond)), self.target[None], fm)
+
+
+def flatten_samples(batch: Batch, plan: NoisePlan, mask: bool) -> Samples:
+    """Lay a batch and its plan out item-major: rows i*T .. i*T+T-1 are item i's T timesteps.
+
+    x_t = α_t z + σ_t ε and v = α_t ε − σ_t z (cosine schedule); with `mask`, each row carries
+    its item's frame mask (padded frames excluded from the loss and, as attention keys, from the model).
+    """
+    b, n_t = plan.t.shape
+    x0 = batch.latents[:, None].expand(b, n_t, *batch.latents.shape[1:])
+    shape = (b * n_t, *batch.latents.shape[1:])
+    fm = batch.frame_mask().repeat_interleave(n_t, dim=0) if mask else None
+    return Samples(
+        x_t=add_noise(x0, plan.noise, plan.t).reshape(shape),
+        t=plan.t.reshape(b * n_t),
+        cond=batch.cond.repeat_interleave(n_t),
+        target=v_target(x0, plan.noise, plan.t).reshape(shape),
+        frame_mask=fm,
+    )
+
+
+def samples_loss(predict: Predict, samples: Samples) -> torch.Tensor:
+    """L_t of every row `[S]`: the (masked) mean squared error of the predicted v."""
+    v = predict(samples.x_t, samples.t, samples.cond, samples.frame_mask)
+    return masked_mse(v, samples.target, samples.frame_mask)
+
+
+def v_objective_loss(predict: Predict, batch: Batch, plan: NoisePlan, mask: bool = False) -> torch.Tensor:
     """Per-item, per-timestep losses `L_t(z_i, θ)` as a `[B, T]` tensor.
 
     With `mask`, padded frames are excluded from the loss and (as attention keys) from the model,
     as stable-audio-tools does under `mask_padding`; padding content then cannot change the loss.
     """
     b, n_t = plan.t.shape
-    x0 = batch.latents[:, None].expand(b, n_t, *batch.latents.shape[1:])
-    x_t = add_noise(x0, plan.noise, plan.t)
-    target = v_target(x0, plan.noise, plan.t)
-    fm = batch.frame_mask() if mask else None
-
-    def rep(x: torch.Tensor) -> torch.Tensor:
-        return x.repeat_interleave(n_t, dim=0)
-
-    v = predict_v(
-        model,
-        params,
-        x_t.reshape(b * n_t, *x_t.shape[2:]),
-        plan.t.reshape(b * n_t),
-        rep(batch.text),
-        rep(batch.text_mask),
-        rep(batch.seconds_start),
-        rep(batch.seconds_total),
-        rep(fm) if fm is not None else None,
-    ).reshape(b, n_t, *x_t.shape[2:])
-    return masked_mse(v, target, fm[:, None] if fm is not None else None)
+    return samples_loss(predict, flatten_samples(batch, plan, mask)).reshape(b, n_t)

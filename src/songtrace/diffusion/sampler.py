@@ -1,12 +1,13 @@
 """Sampling a v-prediction model over the cosine schedule, with classifier-free guidance.
 
 Samplers are plain functions `(v_fn, x, ts) -> x0` in the style of stable-audio-tools / k-diffusion:
-no scheduler state. `ts` runs from t = 1 (pure noise) to t = 0. DPM-Solver++(2M) (Lu et al.
-2022) works on the data prediction x0 = α x_t − σ v and the half log-SNR λ = log(α/σ); DDIM is
+no scheduler state. The model enters as `predict(x_t, t, cond, frame_mask) -> v` (`ModelTask.predictor`).
+`ts` runs from t = 1 (pure noise) to t = 0. DPM-Solver++(2M) (Lu et al. 2022) works on the data
+prediction x0 = α x_t − σ v and the half log-SNR λ = log(α/σ); DDIM is
 its first-order special case. Given the noise, sampling is deterministic.
 
 Guidance: v = v_uncond + s · (v_cond − v_uncond), where the unconditional branch drops the
-caption (`songtrace.model.conditioning.null_text`) and keeps the timing; s = 1 is the plain
+caption (`Conditioning.null`) and keeps the timing; s = 1 is the plain
 conditional model (one forward pass per step).
 """
 
@@ -15,28 +16,18 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from songtrace.artifacts import check_choice
+from songtrace.data.batch import Conditioning
+from songtrace.diffusion.loss import Predict
 from songtrace.diffusion.schedule import alpha_sigma
-from songtrace.model.conditioning import null_text
 
 DEFAULT_STEPS = 50
 DEFAULT_CFG_SCALE = 3.0
 
 VFn = Callable[[torch.Tensor, float], torch.Tensor]
-
-
-class Conditioning(NamedTuple):
-    """What a generation is conditioned on, batched: caption tokens and mask, timing in seconds."""
-
-    text: torch.Tensor  # [B, S, D]
-    text_mask: torch.Tensor  # [B, S]
-    seconds_start: torch.Tensor  # [B]
-    seconds_total: torch.Tensor  # [B]
 
 
 def timesteps(steps: int) -> list[float]:
@@ -84,7 +75,7 @@ SAMPLERS: dict[str, Callable[[VFn, torch.Tensor, list[float]], torch.Tensor]] = 
 
 
 def guided_v(
-    model: nn.Module,
+    predict: Predict,
     x: torch.Tensor,
     t: float,
     cond: Conditioning,
@@ -95,31 +86,29 @@ def guided_v(
     b = x.shape[0]
     t_vec = torch.full((b,), float(t), dtype=x.dtype)
     if cfg_scale == 1.0:
-        return model(x, t_vec, cond.text, cond.text_mask, cond.seconds_start, cond.seconds_total, frame_mask)
-    null, null_mask = null_text(cond.text, cond.text_mask)
+        return predict(x, t_vec, cond, frame_mask)
 
-    def two(a: torch.Tensor, b_: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.cat([a, a if b_ is None else b_])
+    def two(a: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, a])
 
-    v = model(
-        two(x), two(t_vec), two(cond.text, null), two(cond.text_mask, null_mask), two(cond.seconds_start), two(cond.seconds_total),
-        two(frame_mask) if frame_mask is not None else None,
-    )
+    v = predict(two(x), two(t_vec), Conditioning.cat([cond, cond.null()]), two(frame_mask) if frame_mask is not None else None)
     v_cond, v_uncond = v[:b], v[b:]
     return v_uncond + cfg_scale * (v_cond - v_uncond)
 
 
 @torch.no_grad()
 def sample(
-    model: nn.Module,
+    predict: Predict,
     noise: torch.Tensor,
-    cond: Conditioning | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    cond: Conditioning,
     steps: int = DEFAULT_STEPS,
     cfg_scale: float = DEFAULT_CFG_SCALE,
     frame_mask: torch.Tensor | None = None,
     method: str = "dpmpp-2m",
 ) -> torch.Tensor:
-    """Turn noise `[B, C, L]` into latents `[B, C, L]` by integrating the model's probability-flow ODE from t=1 to 0."""
+    """Turn noise `[B, C, L]` into latents `[B, C, L]` by integrating the model's probability-flow ODE from t=1 to 0.
+
+    `predict` is `ModelTask.predictor(params)` (or any function with its signature).
+    """
     check_choice("sampler", method, SAMPLERS)
-    cond = Conditioning(*cond)
-    return SAMPLERS[method](lambda x, t: guided_v(model, x, t, cond, cfg_scale, frame_mask), noise, timesteps(steps))
+    return SAMPLERS[method](lambda x, t: guided_v(predict, x, t, cond, cfg_scale, frame_mask), noise, timesteps(steps))

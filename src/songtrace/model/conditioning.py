@@ -1,4 +1,4 @@
-"""Conditioning of the DiT, as in Stable Audio: timestep features, timing (seconds) embedders, null text.
+"""Conditioning of the DiT, as in Stable Audio: timestep features, timing (seconds) embedders.
 
 Design (one of the options stable-audio-tools offers, the one Stable Audio Open uses):
 
@@ -11,7 +11,7 @@ Design (one of the options stable-audio-tools offers, the one Stable Audio Open 
   (`global_cond_type="prepend"`). There is no adaLN.
 - The unconditional path for classifier-free guidance drops the caption only: its mask becomes
   all False (and its embeddings zero), so cross-attention sees the timing tokens alone. Caption
-  dropout in training (`drop_captions`) does exactly this, so the unconditional path is trained.
+  dropout in training (`Conditioning.drop`) does exactly this, so the unconditional path is trained.
 """
 
 from __future__ import annotations
@@ -61,14 +61,3 @@ class NumberEmbedder(nn.Module):
     def forward(self, seconds: torch.Tensor) -> torch.Tensor:
         x = seconds.to(self.embedding[1].weight.dtype).clamp(0.0, self.max_value) / self.max_value
         return self.embedding(x)
-
-
-def null_text(text: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The unconditional caption: zero embeddings, all-False mask (the DiT then attends to timing tokens only)."""
-    return torch.zeros_like(text), torch.zeros_like(text_mask)
-
-
-def drop_captions(text: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace the captions of items where `drop [B]` is True by the null caption (caption dropout for CFG)."""
-    keep = ~drop.bool()
-    return text * keep[:, None, None].to(text.dtype), text_mask & keep[:, None]

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from songtrace.artifacts import StageConfig, check_positive
+from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
 from songtrace.model.conditioning import FourierFeatures, NumberEmbedder
+from songtrace.model.task import ModelTask, register_task
 from songtrace.model.text import TEXT_DIM
 
 
@@ -180,7 +182,7 @@ def _mlp(dim_in: int, dim_out: int, bias: bool = True) -> nn.Sequential:
 
 
 class DiT(nn.Module):
-    """v-prediction DiT: `forward(x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask) -> v`."""
+    """v-prediction DiT: `forward(x_t, t, cond, frame_mask) -> v` (the `ModelTask` convention)."""
 
     def __init__(self, config: DiTConfig, seed: int = 0) -> None:
         super().__init__()
@@ -200,31 +202,23 @@ class DiT(nn.Module):
             self.layers = nn.ModuleList(TransformerBlock(c.width, c.heads, c.ff_mult) for _ in range(c.depth))
             self.project_out = nn.Linear(c.width, c.latent_channels, bias=False)
 
-    def condition(
-        self, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, seconds_start: torch.Tensor, seconds_total: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def condition(self, t: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cross-attention context `[B, S+2, W]`, its mask `[B, S+2]` and the global token `[B, W]`."""
-        start = self.seconds_start(seconds_start)
-        total = self.seconds_total(seconds_total)
-        tokens = torch.cat([self.text_proj(text), start[:, None], total[:, None]], dim=1)
-        timing_mask = torch.ones(text_mask.shape[0], 2, dtype=torch.bool, device=text_mask.device)
-        context_mask = torch.cat([text_mask.bool(), timing_mask], dim=1)
+        start = self.seconds_start(cond.seconds_start)
+        total = self.seconds_total(cond.seconds_total)
+        tokens = torch.cat([self.text_proj(cond.text), start[:, None], total[:, None]], dim=1)
+        timing_mask = torch.ones(cond.text_mask.shape[0], 2, dtype=torch.bool, device=cond.text_mask.device)
+        context_mask = torch.cat([cond.text_mask.bool(), timing_mask], dim=1)
         global_embed = self.to_global_embed(torch.cat([start, total], dim=-1))
         global_embed = global_embed + self.to_timestep_embed(self.timestep_features(t.to(global_embed.dtype)))
         return self.to_cond_embed(tokens), context_mask, global_embed
 
-    def hidden_states(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        seconds_start: torch.Tensor,
-        seconds_total: torch.Tensor,
-        frame_mask: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """The frame tokens `[B, L, W]` after each transformer block (for activation-similarity baselines)."""
-        context, context_mask, global_embed = self.condition(t, text, text_mask, seconds_start, seconds_total)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict v `[B, C, L]` for noisy latents `x_t [B, C, L]` at times `t [B]` under conditioning `cond`.
+
+        The global token is prepended to the frame tokens; each block's output is `[B, 1 + L, W]`.
+        """
+        context, context_mask, global_embed = self.condition(t, cond)
         x = self.project_in(x_t.transpose(1, 2))
         x = torch.cat([global_embed[:, None], x], dim=1)
         key_mask = None
@@ -232,29 +226,24 @@ class DiT(nn.Module):
             prepend = torch.ones(frame_mask.shape[0], 1, dtype=torch.bool, device=frame_mask.device)
             key_mask = torch.cat([prepend, frame_mask.bool()], dim=1)
         rotary = rotary_tables(x.shape[1], self.config.width // self.config.heads, self.config.rotary_base, x.dtype)
-        states = []
         for layer in self.layers:
             x = layer(x, context, context_mask, key_mask, rotary)
-            states.append(x[:, 1:])
-        return states
+        return self.project_out(x[:, 1:]).transpose(1, 2)
 
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        seconds_start: torch.Tensor,
-        seconds_total: torch.Tensor,
-        frame_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Predict v `[B, C, L]` for noisy latents `x_t [B, C, L]` at times `t [B]`."""
-        h = self.hidden_states(x_t, t, text, text_mask, seconds_start, seconds_total, frame_mask)[-1]
-        return self.project_out(h).transpose(1, 2)
+    def num_params(self) -> int:
+        """Number of weights."""
+        return sum(p.numel() for p in self.parameters())
 
-    def named_layer_groups(self) -> dict[str, list[str]]:
-        """Parameter names of the layer groups attribution can target (see `songtrace.model.interface.GROUPS`)."""
-        names = [n for n, _ in self.named_parameters()]
+
+@register_task("DiT")
+class DiTTask(ModelTask):
+    """The demo DiT: stable-audio-tools' block names, so its groups are those of a real Stable Audio checkpoint."""
+
+    kind = "dit"
+
+    def layer_groups(self) -> dict[str, list[str]]:
+        """to_kv / cross_attn / self_attn / all over the transformer blocks `layers.{i}` (seed 002, Table 1)."""
+        names = [n for n, _ in self.module.named_parameters()]
         return {
             "to_kv": [n for n in names if n.startswith("layers.") and ".cross_attn.to_kv." in n],
             "cross_attn": [n for n in names if n.startswith("layers.") and ".cross_attn." in n],
@@ -262,9 +251,13 @@ class DiT(nn.Module):
             "all": [n for n in names if n.startswith("layers.")],
         }
 
-    def num_params(self) -> int:
-        """Number of weights."""
-        return sum(p.numel() for p in self.parameters())
+    def block_names(self) -> list[str]:
+        """`layers.0` .. `layers.{depth-1}` (each outputs the global token and the frame tokens)."""
+        return [f"layers.{i}" for i in range(len(self.module.layers))]
+
+    def last_layer_name(self) -> str:
+        """`project_out`: width -> latent channels, per frame."""
+        return "project_out"
 
 
 def tiny_dit(latent_channels: int = 4, latent_length: int = 16, seed: int = 0, **overrides: object) -> DiT:

@@ -1,4 +1,4 @@
-"""Model checkpoints: the architecture registry, `load_model(dir)` and the latent-shape check.
+"""Model checkpoints: the architecture registry, `load_model(dir)` and `load_task(dir)`.
 
 A model directory holds `model.safetensors` (the EMA weights generation and attribution use) and
 `config.json` whose `config` is a `ModelConfig` record: `{"arch": "dit", "dit": {...DiTConfig},
@@ -17,6 +17,7 @@ from torch import nn
 from songtrace.artifacts import CONFIG_FILE, load_safetensors, read_json
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import DiT, DiTConfig
+from songtrace.model.task import ModelTask, task_for
 
 MODEL_FILE = "model.safetensors"
 MODEL_STAGE = "ModelConfig"
@@ -78,14 +79,6 @@ def load_model(model_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
-def check_model_matches(model: nn.Module, latent_set: Any, latents_name: str | Path | None = None) -> None:
-    """Raise a clear error when the model's latent shape differs from the latent cache's."""
-    model_shape = tuple(model.latent_shape)
-    data_shape = tuple(latent_set.latent_shape)
-    if model_shape != data_shape:
-        where = getattr(model, "source_dir", "the model")
-        cache = latents_name if latents_name is not None else "the latent cache"
-        raise SongtraceError(
-            f"checkpoint {where} expects latents {model_shape[0]}×{model_shape[1]} (channels×frames), "
-            f"{cache} has {data_shape[0]}×{data_shape[1]}; train the model on this cache or encode with the model's codec"
-        )
+def load_task(model_dir: str | Path) -> ModelTask:
+    """A finished model directory as the model's task (`songtrace.model.task`), the form every stage takes."""
+    return task_for(load_model(model_dir))

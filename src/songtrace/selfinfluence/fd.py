@@ -16,25 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from songtrace.attribution.unlearn import apply_delta
 from songtrace.data.latents import LatentSet
-from songtrace.diffusion.generate import noise_for
-from songtrace.diffusion.sampler import Conditioning, sample
+from songtrace.diffusion.sampler import sample
 from songtrace.embedders.base import Embedder
 from songtrace.metrics.fd import frechet_distance
-from songtrace.model.interface import predict_v
-
-
-class ShiftedModel(nn.Module):
-    """θ0 + δ without touching the original module: forward runs the model with the shifted weights."""
-
-    def __init__(self, model: nn.Module, delta: Mapping[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.base = model
-        theta0 = dict(model.named_parameters())
-        self._params = {k: theta0[k].detach() + d for k, d in delta.items()}
-
-    def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
-        return predict_v(self.base, self._params, *args)
+from songtrace.model.generate import noise_for
+from songtrace.model.task import ModelTask, as_task, eval_mode
 
 
 def probe_rows(n_items: int, n_prompts: int) -> list[int]:
@@ -60,7 +48,7 @@ class GenerationProbe:
         self.embedder = embedder
         self.rows = probe_rows(len(items), n_prompts)
         batch = items.batch(self.rows)
-        self.cond = Conditioning(batch.text, batch.text_mask, batch.seconds_start, batch.seconds_total)
+        self.cond = batch.cond
         self.n_frames = [int(n) for n in batch.n_frames]
         shape = items.latent_shape
         self.noise = torch.cat([noise_for(seed * 1000 + i, shape) for i in range(len(self.rows))])
@@ -72,17 +60,14 @@ class GenerationProbe:
         """Generations per FD evaluation."""
         return len(self.rows)
 
-    def embed(self, model: nn.Module, delta: Mapping[str, torch.Tensor] | None = None) -> np.ndarray | None:
+    def embed(self, model: nn.Module | ModelTask, delta: Mapping[str, torch.Tensor] | None = None) -> np.ndarray | None:
         """Embeddings `[n, D]` of the probe's generations with θ0 (+ δ); None when the model generates non-finite audio."""
         from songtrace.codec import decode_to_wav
 
-        net = ShiftedModel(model, delta) if delta else model
-        was_training = model.training
-        model.eval()
-        try:
-            latents = sample(net, self.noise.clone(), self.cond, steps=self.sampler_steps, cfg_scale=self.cfg_scale)
-        finally:
-            model.train(was_training)
+        task = as_task(model)
+        params = apply_delta(task.params(), delta) if delta else None
+        with eval_mode(task.module):
+            latents = sample(task.predictor(params), self.noise.clone(), self.cond, steps=self.sampler_steps, cfg_scale=self.cfg_scale)
         if not torch.isfinite(latents).all():
             return None
         waves = [decode_to_wav(self.codec, latents[i], n_frames=n) for i, n in enumerate(self.n_frames)]

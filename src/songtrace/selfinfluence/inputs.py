@@ -9,16 +9,18 @@ for FD, the codec.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from songtrace.artifacts import artifact_hash, hash_json, load_safetensors, read_json, save_safetensors
 from songtrace.attribution.fisher import Fisher, FisherConfig, check_inputs, fit_fisher
-from songtrace.attribution.inputs import load_latents, load_model, params_hash, resolve_artifact
+from songtrace.data.latents import LatentSet
 from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
-from songtrace.home import resolve_home, stage_dir
+from songtrace.home import resolve_artifact, resolve_home, stage_dir
+from songtrace.model.registry import load_task
 from songtrace.progress import progress
 from songtrace.selfinfluence.fd import GenerationProbe
 from songtrace.selfinfluence.run import SelfInfluenceConfig, SelfInfluenceData, SelfInfluenceResult, run_self_influence
@@ -59,12 +61,12 @@ def world_for_latents(world_dir: Path, latents_dir: Path):
 
 
 def load_fisher(
-    home: str | Path | None, fisher: str, model_dir: Path, latents_dir: Path, model_hash: str, latents_hash: str
+    home: str | Path | None, fisher: str, model_dir: Path, latents_dir: Path, model_hash: str, latents_hash: str, model: Any = None
 ) -> tuple[Fisher, Path]:
     """The Fisher artifact `fisher` (name or dir), fitted over all weights with default settings when it does not exist yet."""
     fisher_dir = resolve_artifact(home, "fisher", fisher)
     if not (fisher_dir / "config.json").exists() or not read_json(fisher_dir / "config.json").get("complete"):
-        fit_fisher(model_dir, latents_dir, FisherConfig(group="all"), fisher_dir)
+        fit_fisher(model_dir, latents_dir, FisherConfig(group="all"), fisher_dir, model=model)
     loaded = Fisher.load(fisher_dir)
     check_inputs(loaded, model_hash, latents_hash, source=f"the Fisher at {fisher_dir}")
     return loaded, fisher_dir
@@ -90,11 +92,11 @@ def selfinfluence_from_dirs(
     home_path = resolve_home(home)
     model_dir = resolve_artifact(home, "models", model)
     latents_dir = resolve_artifact(home, "latents", latents)
-    net = load_model(model_dir)
-    cache = load_latents(latents_dir)
-    model_hash, latents_hash = params_hash(net), cache.content_hash()
+    net = load_task(model_dir)
+    cache = LatentSet.load(latents_dir)
+    model_hash, latents_hash = net.identity(), cache.content_hash()
     world_obj = world_for_latents(resolve_artifact(home, "worlds", world), latents_dir)
-    fisher_obj, fisher_dir = load_fisher(home, fisher, model_dir, latents_dir, model_hash, latents_hash)
+    fisher_obj, fisher_dir = load_fisher(home, fisher, model_dir, latents_dir, model_hash, latents_hash, model=net)
     embedder = resolve_embedder(config.embedder, home)
     items = cache.subset(config.split)
     manifest = world_obj.manifest.set_index("id")

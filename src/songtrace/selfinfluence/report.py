@@ -11,7 +11,7 @@ import pandas as pd
 
 from songtrace.artifacts import atomic_path
 from songtrace.attribution.unlearn import MASKS
-from songtrace.model.interface import GROUPS
+from songtrace.model.task import GROUPS
 
 GROUP_NAMES = {
     "to_kv": "Cross-Attention's to_kv weights",

@@ -49,7 +49,7 @@ from songtrace.attribution.score import ScoreConfig
 from songtrace.attribution.unlearn import DAMPING_MODES, MASKS, MAX_STEPS, unlearn_step
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.model.interface import GROUPS
+from songtrace.model.task import GROUPS, ModelTask
 from songtrace.selfinfluence.fd import GenerationProbe, fd_metrics, mean_fd
 from songtrace.selfinfluence.grid import (
     DEFAULT_LRS,
@@ -247,7 +247,7 @@ def select_stratified_targets(unit_embeddings: np.ndarray, n: int, seed: int, st
 class SelfInfluenceData:
     """What the protocol reads, in memory. Item metadata are for the scored split, in its order."""
 
-    model: nn.Module
+    model: nn.Module | ModelTask
     fisher: Fisher
     latents: LatentSet
     embeddings: np.ndarray  # [N, D] audio embeddings of the scored items

@@ -24,11 +24,11 @@ from torch import nn
 
 from songtrace.attribution.fisher import Fisher, check_fits
 from songtrace.attribution.groups import target_params
-from songtrace.attribution.inputs import eval_mode
 from songtrace.attribution.query import QueryContext, resolve_query
 from songtrace.attribution.score import ScoreConfig, base_losses, score_many
 from songtrace.attribution.unlearn import UnlearnConfig, apply_delta, damping_value, mask_setting, query_gradient, query_plan, unlearn_step
 from songtrace.data.latents import LatentSet
+from songtrace.model.task import ModelTask, as_task, eval_mode
 from songtrace.selfinfluence.grid import Cell
 from songtrace.selfinfluence.metrics import target_metrics
 
@@ -45,7 +45,7 @@ class CellScorer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | ModelTask,
         fisher: Fisher,
         latents: LatentSet,
         groups: Sequence[str],
@@ -58,7 +58,7 @@ class CellScorer:
         model_hash: str | None = None,
         grad_cache_bytes: int = 512 << 20,
     ) -> None:
-        self.model = model
+        self.model = as_task(model)
         self.fisher = fisher
         self.latents = latents
         self.items = latents.subset(score.split)
@@ -69,10 +69,10 @@ class CellScorer:
         self.seed = seed
         self.cache_dir = cache_dir
         self.model_hash = model_hash
-        self.group_params = {g: target_params(model, g) for g in groups}
+        self.group_params = {g: target_params(self.model, g) for g in groups}
         union = {n for names in self.group_params.values() for n in names}
-        self.union = [n for n, _ in model.named_parameters() if n in union]
-        self.theta0 = {n: p.detach() for n, p in model.named_parameters()}
+        self.theta0 = self.model.params()
+        self.union = [n for n in self.theta0 if n in union]
         check_fits(fisher, {n: self.theta0[n] for n in self.union})
         self.lam = {g: damping_value({n: fisher.diag[n] for n in names}, damping, damping_mode) for g, names in self.group_params.items()}
         self.theta_norm = {g: params_norm({n: self.theta0[n] for n in names}) for g, names in self.group_params.items()}
@@ -104,7 +104,7 @@ class CellScorer:
         if delta:
             target = {**target, **apply_delta(target, delta)}
         frozen = {n: p for n, p in self.theta0.items() if n not in target}
-        with eval_mode(self.model):
+        with eval_mode(self.model.module):
             return query_gradient(self.model, target, frozen, batch, plan, mask_unlearn, chunk=min(64, self.unlearn_timesteps))
 
     def gradient0(self, target_id: str, mask_unlearn: bool) -> Params:

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, register_task
 
 PREFIX = "transformer.transformer_blocks."
 
@@ -65,21 +67,12 @@ class DiffusersStableAudioDiT(nn.Module):
         """The diffusers configs, for a songtrace `ModelConfig` record."""
         return {"transformer": dict(self.transformer.config), "projection": dict(self.projection.config)}
 
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
-        seconds_start: torch.Tensor,
-        seconds_total: torch.Tensor,
-        frame_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """v `[B, C, L]`, mapping songtrace's arguments onto `StableAudioDiTModel.forward`."""
         from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
-        proj = self.projection(text_hidden_states=text, start_seconds=seconds_start, end_seconds=seconds_total)
-        tokens = proj.text_hidden_states * text_mask[..., None].to(proj.text_hidden_states.dtype)
+        proj = self.projection(text_hidden_states=cond.text, start_seconds=cond.seconds_start, end_seconds=cond.seconds_total)
+        tokens = proj.text_hidden_states * cond.text_mask[..., None].to(proj.text_hidden_states.dtype)
         start, end = proj.seconds_start_hidden_states, proj.seconds_end_hidden_states
         context = torch.cat([tokens, start, end], dim=1)
         global_states = torch.cat([start, end], dim=2)
@@ -91,15 +84,35 @@ class DiffusersStableAudioDiT(nn.Module):
             attention_mask=frame_mask.bool() if frame_mask is not None else None, return_dict=False,
         )[0]
 
-    def named_layer_groups(self) -> dict[str, list[str]]:
+
+@register_task("DiffusersStableAudioDiT")
+class DiffusersStableAudioTask(ModelTask):
+    """diffusers' Stable Audio DiT: groups, blocks and last layer in diffusers' names.
+
+    Each `transformer_blocks.{i}` outputs the prepended global token and the frame tokens `[B, 1 + L, W]`;
+    the last layer is `proj_out` (width -> channels per frame), followed in diffusers by a residual
+    1x1 `postprocess_conv`, so for representer points v is only approximately linear in its input.
+    """
+
+    kind = "diffusers-stable-audio"
+
+    def layer_groups(self) -> dict[str, list[str]]:
         """The attribution groups in diffusers' names (attn1 = self-attention, attn2 = cross-attention)."""
-        names = [n for n, _ in self.named_parameters() if n.startswith(PREFIX)]
+        names = [n for n, _ in self.module.named_parameters() if n.startswith(PREFIX)]
         return {
             "to_kv": [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n],
             "cross_attn": [n for n in names if ".attn2." in n],
             "self_attn": [n for n in names if ".attn1." in n],
             "all": names,
         }
+
+    def block_names(self) -> list[str]:
+        """`transformer.transformer_blocks.{i}`, in order."""
+        return [f"{PREFIX}{i}" for i in range(len(self.module.transformer.transformer_blocks))]
+
+    def last_layer_name(self) -> str:
+        """`transformer.proj_out`."""
+        return "transformer.proj_out"
 
 
 def build_from_record(config: Mapping[str, Any]) -> nn.Module:

@@ -10,11 +10,11 @@ import torch
 
 from fixtures_model import TINY_DIT, synthetic_latent_set
 from songtrace.artifacts import artifact_hash, hash_tensors, load_safetensors
-from songtrace.diffusion import train as train_module
-from songtrace.diffusion.checkpoint import STATE_FILE
-from songtrace.diffusion.train import ModelConfig, TrainConfig, draw_step, ema_decay_at, lr_at, train_model
 from songtrace.errors import SongtraceError
+from songtrace.model import train as train_module
+from songtrace.model.checkpoint import STATE_FILE
 from songtrace.model.registry import MODEL_FILE
+from songtrace.model.train import ModelConfig, TrainConfig, draw_step, ema_decay_at, lr_at, train_model
 
 CFG = TrainConfig(steps=12, batch_size=4, lr=3e-3, warmup=2, checkpoint_every=4, valid_every=6, valid_timesteps=2, log_every=2)
 

@@ -35,12 +35,12 @@ from songtrace.artifacts import (
 )
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
-from songtrace.diffusion.checkpoint import STATE_FILE, TrainState, load_state, save_state
-from songtrace.diffusion.loss import NoisePlan, diffusion_loss, item_seed, make_plan
+from songtrace.diffusion.loss import NoisePlan, item_seed, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.conditioning import drop_captions, null_text
+from songtrace.model.checkpoint import STATE_FILE, TrainState, load_state, save_state
 from songtrace.model.dit import DiT, DiTConfig
 from songtrace.model.registry import MODEL_FILE
+from songtrace.model.task import ModelTask, as_task
 from songtrace.progress import progress_bar
 
 METRICS_FILE = "metrics.json"
@@ -135,17 +135,16 @@ def draw_step(n_items: int, cfg: TrainConfig, step: int, latent_shape: tuple[int
     return StepDraws(rows, t, noise, drop)
 
 
-def step_loss(model: nn.Module, batch: Batch, draws: StepDraws, mask_padding: bool) -> torch.Tensor:
+def step_loss(model: nn.Module | ModelTask, batch: Batch, draws: StepDraws, mask_padding: bool) -> torch.Tensor:
     """Mean v-objective loss of one step, captions of dropped items replaced by the null caption."""
-    text, text_mask = drop_captions(batch.text, batch.text_mask, draws.drop)
-    batch = dataclasses.replace(batch, text=text, text_mask=text_mask)
+    batch = batch.with_cond(batch.cond.drop(draws.drop))
     plan = NoisePlan(draws.t[:, None], draws.noise[:, None])
-    return diffusion_loss(model, None, batch, plan, mask=mask_padding).mean()
+    return as_task(model).loss(None, batch, plan, mask=mask_padding).mean()
 
 
 @torch.no_grad()
 def validation_loss(
-    model: nn.Module,
+    model: nn.Module | ModelTask,
     params: Mapping[str, torch.Tensor] | None,
     data: LatentSet,
     plan: NoisePlan,
@@ -154,15 +153,14 @@ def validation_loss(
     drop_text: bool = False,
 ) -> float:
     """Mean diffusion loss over `data` on a fixed plan (optionally with every caption dropped)."""
+    task = as_task(model)
     total = 0.0
     for start in range(0, len(data), batch_size):
         rows = list(range(start, min(start + batch_size, len(data))))
         batch = data.batch(rows)
         if drop_text:
-            text, text_mask = null_text(batch.text, batch.text_mask)
-            batch = dataclasses.replace(batch, text=text, text_mask=text_mask)
-        sub = NoisePlan(plan.t[rows], plan.noise[rows])
-        total += float(diffusion_loss(model, params, batch, sub, mask=mask).sum())
+            batch = batch.with_cond(batch.cond.null())
+        total += float(task.loss(params, batch, plan.select_items(rows), mask=mask).sum())
     return total / (len(data) * plan.t.shape[1])
 
 

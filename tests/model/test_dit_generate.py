@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from songtrace.artifacts import artifact_hash
 from songtrace.cli import app
-from songtrace.diffusion.generate import generate, load_query, save_generated
-from songtrace.diffusion.loss import diffusion_loss, make_plan
+from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
+from songtrace.model.generate import generate, load_query, save_generated
 from songtrace.model.registry import load_model
+from songtrace.model.task import task_for
 
 
 def test_generate_saves_a_ready_attribution_query(tmp_path, tiny_model, tiny_codec):
@@ -39,7 +40,7 @@ def test_generate_saves_a_ready_attribution_query(tmp_path, tiny_model, tiny_cod
     query = load_query(tmp_path / "gen.latent.safetensors")
     assert query.ids == ["gen"] and torch.equal(query.latents[0], track.latent)
     assert int(query.n_frames[0]) == track.n_frames and float(query.seconds_total[0]) == 1.0
-    losses = diffusion_loss(model, None, query, make_plan(query.ids, 2, model.latent_shape, seed=0), mask=True)
+    losses = task_for(model).loss(None, query, make_plan(query.ids, 2, model.latent_shape, seed=0), mask=True)
     assert losses.shape == (1, 2) and torch.isfinite(losses).all()
 
 

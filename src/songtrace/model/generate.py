@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from songtrace.artifacts import artifact_hash, atomic_path, load_safetensors, save_safetensors, write_json
-from songtrace.data.batch import Batch, batch_tensors
-from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, Conditioning, sample
+from songtrace.artifacts import atomic_path, load_safetensors, save_safetensors, write_json
+from songtrace.data.batch import Batch, Conditioning, batch_tensors
+from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, sample
 from songtrace.errors import SongtraceError
-from songtrace.model.registry import load_model
+from songtrace.model.registry import load_task
+from songtrace.model.task import ModelTask, as_task, eval_mode
 
 QUERY_TENSORS = ("latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total")
 
@@ -51,8 +53,8 @@ def noise_for(seed: int, latent_shape: tuple[int, int]) -> torch.Tensor:
 
 
 def generate(
-    model_dir: str | Path,
-    codec_dir: str | Path,
+    model: str | Path | nn.Module | ModelTask,
+    codec: str | Path | Any,
     prompt: str,
     seconds: float,
     seed: int = 0,
@@ -60,13 +62,19 @@ def generate(
     cfg_scale: float = DEFAULT_CFG_SCALE,
     sampler: str = "dpmpp-2m",
 ) -> GeneratedTrack:
-    """Generate `seconds` of music for `prompt`, deterministic for a seed."""
+    """Generate `seconds` of music for `prompt`, deterministic for a seed.
+
+    `model` and `codec` are directories or already loaded objects (`load_task`, `load_codec`), so a
+    caller generating many tracks loads them once.
+    """
     from songtrace.codec import decode_to_wav, load_codec
     from songtrace.model.text import encode_tokens
 
-    model = load_model(model_dir)
-    codec = load_codec(codec_dir)
-    channels, length = model.latent_shape
+    task = load_task(model) if isinstance(model, str | Path) else as_task(model)
+    codec = load_codec(codec) if isinstance(codec, str | Path) else codec
+    model_dir = getattr(task.module, "source_dir", "the model")
+    codec_dir = getattr(codec, "source_dir", "the codec")
+    channels, length = task.latent_shape
     if codec.latent_channels != channels:
         raise SongtraceError(f"model {model_dir} works on {channels}-channel latents, codec {codec_dir} makes {codec.latent_channels}")
     if seconds <= 0:
@@ -80,7 +88,8 @@ def generate(
         )
     text, text_mask = encode_tokens([prompt])
     cond = Conditioning(text, text_mask, torch.zeros(1), torch.tensor([float(seconds)]))
-    latent = sample(model, noise_for(seed, (channels, length)), cond, steps=steps, cfg_scale=cfg_scale, method=sampler)[0]
+    with eval_mode(task.module):
+        latent = sample(task.predictor(), noise_for(seed, (channels, length)), cond, steps=steps, cfg_scale=cfg_scale, method=sampler)[0]
     latent = torch.where(torch.arange(length)[None, :] < n_frames, latent, torch.zeros(()))
     wav = decode_to_wav(codec, latent, n_frames=n_frames)[:n_samples]
     return GeneratedTrack(
@@ -93,8 +102,8 @@ def generate(
         seconds=float(seconds),
         text=text[0],
         text_mask=text_mask[0],
-        model_hash=artifact_hash(model_dir),
-        codec_hash=artifact_hash(codec_dir),
+        model_hash=task.identity(),
+        codec_hash=str(getattr(codec, "content_hash", "")),
         steps=steps,
         cfg_scale=float(cfg_scale),
         sampler=sampler,
