@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from songtrace.data.tracks import TrackSet
 from songtrace.embedders.base import Embedder
+from songtrace.world.tracks import TrackSet
 
 ARTISTS = {"low organ": (110.0, 0.8), "mid flute": (330.0, 0.1), "high organ": (880.0, 0.8), "bass sine": (55.0, 0.0)}
 

@@ -11,8 +11,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -28,8 +28,6 @@ from songtrace.errors import SongtraceError
 C = TypeVar("C", bound="StageConfig")
 
 CONFIG_FILE = "config.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 # --------------------------------------------------------------------------- configs
@@ -151,10 +149,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # created with mode 0666 so the process umask applies, as for any other file it writes (mkstemp would make 0600)
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -178,6 +175,30 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise SongtraceError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_parquet(path: str | Path, table: Any) -> None:
+    """Write a pandas DataFrame (index dropped) or a pyarrow Table to Parquet atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> Any:
+    """Read a Parquet file into a pandas DataFrame, with an error naming the file when it is missing or unreadable."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise SongtraceError(f"{path}: not found")
+    try:
+        return pq.read_table(path, columns=columns).to_pandas()
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for truncated or foreign files
+        raise SongtraceError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
 
 
 def save_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:

@@ -8,13 +8,13 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from songtrace.cli import app
-from songtrace.data.tracks import folder_tracks, parse_source, world_tracks
 from songtrace.embedders import load_embedder
 from songtrace.embedders.songclap import SongClapConfig
 from songtrace.embedders.songclap_train import config_for_world, train_songclap
 from songtrace.embedders.world import load_world_embeddings
 from songtrace.errors import SongtraceError
 from songtrace.world import load_world
+from songtrace.world.tracks import folder_tracks, parse_source, world_tracks
 from synth_audio import tone
 
 runner = CliRunner()

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from songtrace.embedders import DspEmbedder
+from songtrace.embedders.retrieval import chance_artist_accuracy, nearest_neighbour_accuracy, recall_at_k
 from songtrace.errors import SongtraceError
 from songtrace.metrics.alignment import text_audio_alignment
 from songtrace.metrics.conditioning import conditioning_check
-from songtrace.metrics.retrieval import chance_artist_accuracy, nearest_neighbour_accuracy, recall_at_k
 from songtrace.metrics.similarity import (
     WindowBank,
     max_similarity_matrix,

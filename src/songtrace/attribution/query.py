@@ -130,7 +130,7 @@ def caption_tokens(caption: str | None, ctx: QueryContext) -> tuple[torch.Tensor
     tokens, dim = int(ctx.latents.text.shape[1]), int(ctx.latents.text.shape[2])
     if not caption:
         return torch.zeros(tokens, dim), torch.zeros(tokens, dtype=torch.bool)
-    from songtrace.model.text import encode_tokens
+    from songtrace.codec.text import encode_tokens
 
     text, mask = encode_tokens([caption], max_tokens=tokens)
     if text.shape[-1] != dim:
@@ -206,7 +206,7 @@ def _resolve_audio(spec: str, ctx: QueryContext) -> Query:
     import soundfile as sf
 
     from songtrace.codec import encode_audio
-    from songtrace.codec.io import resample, to_mono
+    from songtrace.data.audio import resample, to_mono
 
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=False)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch import nn
@@ -23,12 +22,12 @@ from songtrace.artifacts import (
     CONFIG_FILE,
     StageConfig,
     artifact_hash,
-    atomic_path,
     begin_stage,
     finish_stage,
     hash_json,
     hash_tensors,
     read_json,
+    write_parquet,
 )
 from songtrace.attribution.fisher import Fisher, check_fits, check_inputs
 from songtrace.attribution.groups import split_params, target_params
@@ -238,8 +237,8 @@ def attribute(
     results = attribute_queries(model, fisher, latents, resolved, config, base=base, titles=titles)
     scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results], ignore_index=True)
     credits = pd.concat([r.credits for r in results], ignore_index=True)
-    _write_parquet(out_dir / SCORES_FILE, scores)
-    _write_parquet(out_dir / CREDITS_FILE, credits)
+    write_parquet(out_dir / SCORES_FILE, scores)
+    write_parquet(out_dir / CREDITS_FILE, credits)
     record = finish_stage(
         out_dir,
         config,
@@ -264,11 +263,6 @@ def _safe_name(query_id: str) -> str:
     """A file name for a query id (prompts hold spaces and punctuation)."""
     keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in query_id)
     return f"{keep[:60]}-{hash_json(query_id)[:8]}"
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
 
 
 def load_attribution(out_dir: str | Path) -> AttributionRun:

@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from songtrace.artifacts import StageConfig, artifact_hash, atomic_path, begin_stage, finish_stage, hash_json, hash_tensors
+from songtrace.artifacts import StageConfig, artifact_hash, begin_stage, finish_stage, hash_json, hash_tensors, write_parquet
 from songtrace.baselines.base import QueryItem, TrainingSet, build_method, method_names, score_many
 from songtrace.errors import SongtraceError
 
@@ -83,8 +81,8 @@ def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, la
     """Score every query with the configured method; writes and returns the scores table (sorted by query, rank)."""
     from songtrace.attribution.query import QueryContext, resolve_query
     from songtrace.baselines.embedding import resolve_embedder
-    from songtrace.compare.run import embedder_input, resolve_embedder_name
     from songtrace.data.latents import LatentSet
+    from songtrace.embedders.registry import embedder_input, resolve_embedder_name
     from songtrace.model.registry import load_task
     from songtrace.world import load_world
 
@@ -118,8 +116,7 @@ def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, la
         parts.append(pd.DataFrame({"query_id": item.id, "method": config.method, "train_id": train.ids, "artist": train.latents.artists,
                                    "score": s, "rank": rank, "config_hash": config.config_hash()}))
     table = pd.concat(parts, ignore_index=True).sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
-    with atomic_path(out_dir / SCORES_FILE) as tmp:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    write_parquet(out_dir / SCORES_FILE, table)
     finish_stage(out_dir, config, inputs, content_hash=hash_json({"scores": hash_tensors({"s": scores})}),
                  extra={"queries": [i.id for i in items], "n_items": len(train), "embedder": inputs.get("embedder")})
     return table

@@ -85,9 +85,9 @@ def fd(
     json: JsonOption = False,
 ) -> None:
     """Frechet distance between two audio sets under an embedder, with the fadtk FD-infinity extrapolation."""
-    from songtrace.data.tracks import parse_source
     from songtrace.embedders import load_embedder
     from songtrace.metrics.fd import fd_between
+    from songtrace.world.tracks import parse_source
 
     model = load_embedder(embedder, home=home)
     a, b = parse_source(reference, home), parse_source(evaluated, home)

@@ -16,8 +16,9 @@ import torch
 
 from songtrace.artifacts import artifact_hash, begin_stage, finish_stage
 from songtrace.codec.config import EncodeConfig
-from songtrace.codec.io import as_world, load_codec, resample, to_mono, track_tensor
+from songtrace.codec.io import as_world, load_codec, track_tensor
 from songtrace.codec.model import Codec
+from songtrace.data.audio import resample, to_mono
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress_bar
@@ -67,7 +68,7 @@ def encode_world(
     config: EncodeConfig | None = None,
 ) -> LatentSet:
     """Encode every track of a world (directory or loaded `World`) with a trained codec into a latent cache."""
-    from songtrace.model.text import encode_tokens
+    from songtrace.codec.text import encode_tokens
 
     config = config or EncodeConfig()
     world = as_world(world)

@@ -11,6 +11,7 @@ import torch
 from songtrace.artifacts import CONFIG_FILE, artifact_hash, load_safetensors, load_stage_config
 from songtrace.codec.config import CodecConfig
 from songtrace.codec.model import Codec
+from songtrace.data.audio import resample, to_mono
 from songtrace.errors import SongtraceError
 
 MODEL_FILE = "model.safetensors"
@@ -29,26 +30,6 @@ def split_ids(world: Any, split: str) -> list[str]:
     """Ids of a world's tracks in one split, in manifest order."""
     manifest = world.manifest
     return [str(i) for i in manifest.loc[manifest["split"] == split, "id"]]
-
-
-def resample(wav: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    """Resample mono float audio (soxr, deterministic); identity when the rates match."""
-    if sr_from == sr_to:
-        return wav
-    import librosa
-
-    return librosa.resample(wav, orig_sr=sr_from, target_sr=sr_to, res_type="soxr_hq").astype(np.float32)
-
-
-def to_mono(wav: np.ndarray) -> np.ndarray:
-    """Mono float32 audio from `[S]`, `[S, ch]` (soundfile's layout) or `[ch, S]` with few channels."""
-    wav = np.asarray(wav, dtype=np.float32)
-    if wav.ndim == 1:
-        return wav
-    if wav.ndim == 2:
-        axis = 0 if wav.shape[0] <= 8 and wav.shape[0] < wav.shape[1] else 1
-        return wav.mean(axis=axis).astype(np.float32)
-    raise SongtraceError(f"audio must be 1-D or 2-D (samples x channels), got shape {wav.shape}")
 
 
 def track_tensor(world: Any, track_id: str, sample_rate: int) -> torch.Tensor:

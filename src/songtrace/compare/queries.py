@@ -58,7 +58,7 @@ def diverse_captions(captions: Sequence[str], k: int, seed: int) -> list[int]:
     """Indices of k mutually distinct captions: k-means on sentence embeddings, the caption nearest each centre."""
     from sklearn.cluster import KMeans
 
-    from songtrace.model.text import encode_sentences
+    from songtrace.codec.text import encode_sentences
 
     unique = list(dict.fromkeys(captions))
     if k >= len(unique):
@@ -157,7 +157,7 @@ def render_version(world: Any, plans: dict[str, Any], original_id: str, rng: np.
 def rendered_version_queries(world: Any, latents: LatentSet, codec_dir: Path, n: int, seed: int) -> list[CompareQuery]:
     """n queries that are new renditions of training originals (originals drawn with `seed`)."""
     from songtrace.codec import encode_audio, load_codec
-    from songtrace.model.text import encode_tokens
+    from songtrace.codec.text import encode_tokens
     from songtrace.world import plan_world
 
     if n <= 0:

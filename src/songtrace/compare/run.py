@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from songtrace.artifacts import (
     StageConfig,
@@ -42,6 +40,7 @@ from songtrace.artifacts import (
     hash_tensors,
     read_json,
     write_json,
+    write_parquet,
 )
 from songtrace.attribution.score import ScoreConfig
 from songtrace.attribution.unlearn import UnlearnConfig
@@ -62,6 +61,7 @@ from songtrace.compare.stats import (
     hit_rates,
     source_rank,
 )
+from songtrace.embedders.registry import embedder_input, resolve_embedder_name
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
 
@@ -275,11 +275,6 @@ def planted_frames(scores: Mapping[str, np.ndarray], queries: list[CompareQuery]
     return detail, pd.DataFrame(summary)
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-
-
 def _matrix_json(frame: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     return {r: {c: (None if not np.isfinite(v) else float(v)) for c, v in row.items()} for r, row in frame.iterrows()}
 
@@ -290,8 +285,8 @@ def write_results(out_dir: Path, config: CompareConfig, scores: Mapping[str, np.
     from songtrace.compare.plots import plot_correlations, plot_score_curves
 
     frame = scores_frame(scores, queries, train, config.config_hash())
-    _write_parquet(out_dir / "scores.parquet", frame)
-    _write_parquet(out_dir / "queries.parquet", pd.DataFrame([q.record() for q in queries]))
+    write_parquet(out_dir / "scores.parquet", frame)
+    write_parquet(out_dir / "queries.parquet", pd.DataFrame([q.record() for q in queries]))
     gen_rows = [i for i, q in enumerate(queries) if q.kind == "generated"]
     gen = {m: s[gen_rows] for m, s in scores.items()}
     corr = {}
@@ -301,10 +296,10 @@ def write_results(out_dir: Path, config: CompareConfig, scores: Mapping[str, np.
         corr[kind].to_csv(out_dir / f"correlations_{kind}.csv")
     write_json(out_dir / "correlations.json", {k: _matrix_json(v) for k, v in corr.items()})
     conc = concentration_table(gen)
-    _write_parquet(out_dir / "concentration.parquet", conc)
+    write_parquet(out_dir / "concentration.parquet", conc)
     detail, summary = planted_frames(scores, queries, train)
-    _write_parquet(out_dir / "planted.parquet", detail)
-    _write_parquet(out_dir / "planted_summary.parquet", summary)
+    write_parquet(out_dir / "planted.parquet", detail)
+    write_parquet(out_dir / "planted_summary.parquet", summary)
     write_json(out_dir / "timing.json", dict(timing))
     plot_score_curves(gen, config.reference, out_dir / "fig1_scores.png")
     plot_correlations(corr["pearson"], corr["spearman"], out_dir / "fig2_correlations.png")
@@ -339,30 +334,6 @@ def _finite(obj: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- the stage
-
-
-def resolve_embedder_name(name: str, home: Path | None) -> str:
-    """"auto" -> "songclap" when `<home>/embedders/songclap` holds a trained one, else "dsp"."""
-    if name != "auto":
-        return name
-    from songtrace.home import stage_dir
-
-    return "songclap" if (stage_dir(home, "embedders", "songclap") / "config.json").exists() else "dsp"
-
-
-def embedder_input(name: str, home: Path | None) -> str:
-    """What a result depends on for an embedder: its name, plus the content hash of its artifact when it has one."""
-    from songtrace.home import stage_dir
-
-    for path in (Path(name), stage_dir(home, "embedders", name)):
-        if "/" not in name and path == Path(name):
-            continue
-        if (path / "config.json").exists():
-            try:
-                return f"{name}:{artifact_hash(path)}"
-            except SongtraceError:
-                return name
-    return name
 
 
 def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | Path, latents_dir: str | Path,

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from songtrace.artifacts import atomic_path, hash_json, hash_tensors, load_safetensors, save_safetensors
+from songtrace.artifacts import hash_json, hash_tensors, load_safetensors, save_safetensors, write_parquet
 from songtrace.data.batch import Batch, batch_tensors
 from songtrace.errors import SongtraceError
 
@@ -111,8 +111,7 @@ class LatentSet:
         tensors["text_mask"] = tensors["text_mask"].to(torch.uint8)
         save_safetensors(out_dir / TENSOR_FILE, tensors)
         table = pa.table({"id": self.ids, "artist": self.artists, "split": self.splits, "row": list(range(len(self.ids)))})
-        with atomic_path(out_dir / ITEMS_FILE) as tmp:
-            pq.write_table(table, tmp)
+        write_parquet(out_dir / ITEMS_FILE, table)
 
     @classmethod
     def load(cls, in_dir: str | Path) -> LatentSet:

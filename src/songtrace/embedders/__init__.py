@@ -3,10 +3,8 @@
 from songtrace.embedders.base import (
     Embedder,
     l2_normalise,
-    resample,
     scaled_windows,
     split_windows,
-    to_mono_float,
     window_starts,
 )
 from songtrace.embedders.dsp import DspEmbedder
@@ -19,9 +17,7 @@ __all__ = [
     "detect_kind",
     "l2_normalise",
     "load_embedder",
-    "resample",
     "scaled_windows",
     "split_windows",
-    "to_mono_float",
     "window_starts",
 ]

@@ -12,30 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from songtrace.data.audio import resample, to_mono
 from songtrace.errors import SongtraceError
-
-
-def to_mono_float(wave: np.ndarray) -> np.ndarray:
-    """A float32 mono waveform from `[T]`, `[C, T]` (channels first) or `[T, C]` audio."""
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim == 2:
-        wave = wave.mean(axis=0 if wave.shape[0] <= wave.shape[1] else 1)
-    if wave.ndim != 1:
-        raise SongtraceError(f"expected mono [T] or multichannel [C, T] audio, got shape {wave.shape}")
-    if not np.all(np.isfinite(wave)):
-        raise SongtraceError("audio contains NaN or infinite samples")
-    return wave
-
-
-def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    """Resample mono audio to `target_sr` (soxr, high quality); a no-op when rates match."""
-    if sr <= 0:
-        raise SongtraceError(f"sample rate must be > 0, got {sr}")
-    if sr == target_sr:
-        return wave
-    import librosa
-
-    return librosa.resample(wave, orig_sr=sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
 
 
 def scaled_windows(max_seconds: float) -> tuple[float, float]:
@@ -113,7 +91,7 @@ class Embedder(abc.ABC):
 
     def prepare(self, wave: np.ndarray, sr: int) -> np.ndarray:
         """Mono float32 audio at the embedder's native rate."""
-        return resample(to_mono_float(wave), sr, self.sample_rate)
+        return resample(to_mono(wave), sr, self.sample_rate)
 
     def embed_windows(self, wave: np.ndarray, sr: int, normalise: bool = True) -> np.ndarray:
         """Per-window embeddings `[W, D]`, windows of `window_seconds` every `hop_seconds`.

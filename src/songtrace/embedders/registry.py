@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from songtrace.artifacts import read_json
+from songtrace.artifacts import artifact_hash, read_json
 from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
 
@@ -100,3 +100,27 @@ def load_embedder(name_or_path: str | Path, home: str | Path | None = None, **kw
                                      "CLAP folder, a LAION-CLAP .pt checkpoint or openl3 .h5 weights)")
             return EMBEDDERS[kind](home, path=path, **kw)
     raise SongtraceError(f"unknown embedder {name!r}; valid: {', '.join(EMBEDDERS)}, or a path to embedder weights")
+
+
+def resolve_embedder_name(name: str, home: Path | None) -> str:
+    """"auto" -> "songclap" when `<home>/embedders/songclap` holds a trained one, else "dsp"."""
+    if name != "auto":
+        return name
+    from songtrace.home import stage_dir
+
+    return "songclap" if (stage_dir(home, "embedders", "songclap") / "config.json").exists() else "dsp"
+
+
+def embedder_input(name: str, home: Path | None) -> str:
+    """What a result depends on for an embedder: its name, plus the content hash of its artifact when it has one."""
+    from songtrace.home import stage_dir
+
+    for path in (Path(name), stage_dir(home, "embedders", name)):
+        if "/" not in name and path == Path(name):
+            continue
+        if (path / "config.json").exists():
+            try:
+                return f"{name}:{artifact_hash(path)}"
+            except SongtraceError:
+                return name
+    return name

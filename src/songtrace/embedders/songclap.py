@@ -1,7 +1,7 @@
 """`songclap`: a small contrastive audio-text embedder (CLAP-style) trained on the world itself.
 
 Audio: a 1-D conv net over standardised log-mel windows, masked mean+max pooling, projection to a
-shared space. Text: the frozen MiniLM sentence embedding (`songtrace.model.text`) through a learned
+shared space. Text: the frozen MiniLM sentence embedding (`songtrace.codec.text`) through a learned
 two-layer projection. The substitute for CLAP where no pretrained audio model can be downloaded.
 Training lives in `songclap_train.py`; this file holds the config, the network and the embedder.
 """
@@ -198,7 +198,7 @@ class SongClapEmbedder(Embedder):
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """Captions -> `[B, D]` in the audio space (frozen MiniLM + learned projection)."""
-        from songtrace.model.text import encode_sentences
+        from songtrace.codec.text import encode_sentences
 
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from songtrace.artifacts import begin_stage, finish_stage, hash_tensors, read_json, save_safetensors, write_json
-from songtrace.data.tracks import TrackSet, world_tracks
-from songtrace.embedders.base import resample, to_mono_float
+from songtrace.data.audio import resample, to_mono
 from songtrace.embedders.songclap import (
     METRICS_FILE,
     MODEL_FILE,
@@ -30,6 +29,7 @@ from songtrace.embedders.songclap import (
 )
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
+from songtrace.world.tracks import TrackSet, world_tracks
 
 
 def learning_rate(step: int, config: SongClapConfig) -> float:
@@ -61,11 +61,11 @@ def crop_batch(mels: list[torch.Tensor], rows: np.ndarray, width: int, rng: np.r
 
 def fit_songclap(config: SongClapConfig, train: TrackSet) -> tuple[SongClapModel, dict[str, Any]]:
     """Train a songclap model on tracks with captions; deterministic for `config.seed`."""
-    from songtrace.model.text import encode_sentences
+    from songtrace.codec.text import encode_sentences
 
     if len(train) < 2:
         raise SongtraceError(f"songclap needs at least 2 training tracks with captions, got {len(train)}")
-    mels = [log_mel(resample(to_mono_float(w), train.sr, config.sample_rate), config) for w in train.waves]
+    mels = [log_mel(resample(to_mono(w), train.sr, config.sample_rate), config) for w in train.waves]
     frames = torch.cat(mels, dim=-1).double()
     sentences = encode_sentences(train.captions)
     rng = np.random.default_rng(config.seed)
@@ -112,7 +112,7 @@ def fit_songclap(config: SongClapConfig, train: TrackSet) -> tuple[SongClapModel
 def songclap_report(embedder: SongClapEmbedder, train: TrackSet, valid: TrackSet, random_seeds: int) -> dict[str, Any]:
     """Retrieval of held-out tracks by songclap, by `dsp` and by random embeddings."""
     from songtrace.embedders.dsp import DspEmbedder
-    from songtrace.metrics.retrieval import retrieval_report
+    from songtrace.embedders.retrieval import retrieval_report
 
     def report(e):
         return retrieval_report(e, valid.waves, valid.captions, valid.artists, train.waves, train.artists, train.sr, random_seeds)

@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from songtrace.artifacts import StageConfig, begin_stage, check_positive, finish_stage, hash_tensors, load_safetensors, read_json
+from songtrace.artifacts import (
+    StageConfig,
+    begin_stage,
+    check_positive,
+    finish_stage,
+    hash_tensors,
+    load_safetensors,
+    read_json,
+    write_parquet,
+)
 from songtrace.embedders.base import Embedder, l2_normalise
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
@@ -39,11 +48,9 @@ class EmbedWorldConfig(StageConfig):
 def embed_world(world_dir: str | Path, embedder: Embedder, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Embed every track of a world (timed); skips when the same world and embedder are already done."""
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
 
-    from songtrace.artifacts import atomic_path, save_safetensors
+    from songtrace.artifacts import save_safetensors
     from songtrace.world import load_world
 
     world = load_world(world_dir)
@@ -67,8 +74,7 @@ def embed_world(world_dir: str | Path, embedder: Embedder, out_dir: str | Path, 
         "id": m["id"].astype(str), "artist": m["artist"].astype(str), "split": m["split"].astype(str),
         "n_windows": [len(w) for w in windows], "embedding": [p.astype(np.float32).tolist() for p in pooled],
     })
-    with atomic_path(out_dir / EMBEDDINGS_FILE) as tmp:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    write_parquet(out_dir / EMBEDDINGS_FILE, table)
     audio_seconds = float(m["duration"].sum())
     summary = {
         "tracks": len(m), "windows": int(offsets[-1]), "dim": int(embedder.dim), "seconds": round(seconds, 2),

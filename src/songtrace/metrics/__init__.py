@@ -4,10 +4,10 @@ FD with FD-infinity, text-audio alignment, windowed all-against-all similarity, 
 conditioning check; later LDS, leave-one-out and membership inference (counterfactual ground truth).
 """
 
+from songtrace.embedders.retrieval import nearest_neighbour_accuracy, recall_at_k, retrieval_report
 from songtrace.metrics.alignment import AlignmentResult, text_audio_alignment
 from songtrace.metrics.conditioning import conditioning_check
 from songtrace.metrics.fd import FDResult, embed_set, fd_between, fd_infinity, fd_result, frechet_distance, frechet_from_stats
-from songtrace.metrics.retrieval import nearest_neighbour_accuracy, recall_at_k, retrieval_report
 from songtrace.metrics.similarity import WindowBank, cosine_matrix, max_similarity_matrix, window_similarity_matrix
 
 __all__ = [

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from songtrace.artifacts import StageConfig, check_positive
+from songtrace.codec.text import TEXT_DIM
 from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
 from songtrace.model.conditioning import FourierFeatures, NumberEmbedder
 from songtrace.model.task import ModelTask, register_task
-from songtrace.model.text import TEXT_DIM
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,7 +68,7 @@ def generate(
     caller generating many tracks loads them once.
     """
     from songtrace.codec import decode_to_wav, load_codec
-    from songtrace.model.text import encode_tokens
+    from songtrace.codec.text import encode_tokens
 
     task = load_task(model) if isinstance(model, str | Path) else as_task(model)
     codec = load_codec(codec) if isinstance(codec, str | Path) else codec

@@ -35,7 +35,6 @@ from torch import nn
 
 from songtrace.artifacts import (
     StageConfig,
-    atomic_path,
     begin_stage,
     check_choice,
     check_positive,
@@ -43,6 +42,7 @@ from songtrace.artifacts import (
     hash_json,
     read_json,
     write_json,
+    write_parquet,
 )
 from songtrace.attribution.fisher import Fisher
 from songtrace.attribution.score import ScoreConfig
@@ -473,14 +473,10 @@ def _short_seconds(items: LatentSet, short_fraction: float) -> float:
 def _write_outputs(out_dir: Path, grid: pd.DataFrame, stage_a: pd.DataFrame, final: pd.DataFrame, per_target: pd.DataFrame,
                    best: dict[str, Any], notes: dict[str, Any]) -> None:
     """grid.parquet, targets.parquet, table.md, best_config.json and the plots."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    with atomic_path(out_dir / GRID_FILE) as tmp:
-        pq.write_table(pa.Table.from_pandas(grid, preserve_index=False), tmp)
+    write_parquet(out_dir / GRID_FILE, grid)
     per_target = per_target.drop(columns=[c for c in ("cell_key",) if c in per_target])
-    with atomic_path(out_dir / TARGET_ROWS_FILE) as tmp:
-        pq.write_table(pa.Table.from_pandas(per_target, preserve_index=False), tmp)
+    write_parquet(out_dir / TARGET_ROWS_FILE, per_target)
     u = best["unlearn"]
     write_report_md(out_dir / TABLE_FILE, final, stage_a, {"lr": u["lr"], "steps": u["steps"], "group": u["group"], "mask": u["mask"]},
                     notes)

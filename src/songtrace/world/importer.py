@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from songtrace.artifacts import begin_stage, finish_stage, hash_json, sha256_file
+from songtrace.data.audio import resample, to_mono
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
 from songtrace.world.config import ImportConfig
@@ -101,11 +102,7 @@ def load_audio(path: Path, sample_rate: int, max_seconds: float) -> tuple[np.nda
         raise SongtraceError(f"{path}: audio has no samples")
     if not np.isfinite(data).all():
         raise SongtraceError(f"{path}: audio contains NaN or infinite samples")
-    mono = data.mean(axis=1)
-    if sr != sample_rate:
-        import librosa
-
-        mono = librosa.resample(mono, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    mono = resample(to_mono(data, str(path)), int(sr), sample_rate)
     n = min(len(mono), round(max_seconds * sample_rate))
     facts = {
         "original_sample_rate": int(sr),

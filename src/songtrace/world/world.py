@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from songtrace.artifacts import CONFIG_FILE, StageConfig, atomic_path, hash_json, read_json, sha256_file
+from songtrace.artifacts import CONFIG_FILE, StageConfig, atomic_path, hash_json, read_json, sha256_file, write_parquet
 from songtrace.errors import SongtraceError
 from songtrace.world.config import ImportConfig, WorldConfig
 
@@ -82,8 +82,7 @@ def write_manifest(path: Path, manifest: pd.DataFrame) -> None:
     fields = [MANIFEST_SCHEMA.field(c) if c in MANIFEST_COLUMNS else None for c in manifest.columns]
     table = pa.Table.from_pandas(manifest, preserve_index=False)
     schema = pa.schema([f if f is not None else table.schema.field(c) for f, c in zip(fields, manifest.columns, strict=True)])
-    with atomic_path(path) as tmp:
-        pq.write_table(table.cast(schema), tmp)
+    write_parquet(path, table.cast(schema))
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

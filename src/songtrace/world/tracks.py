@@ -84,7 +84,7 @@ def folder_tracks(folder: str | Path, sr: int | None = None) -> TrackSet:
     """Every audio file under a folder (sorted), mono, resampled to `sr` (default: the first file's rate)."""
     import soundfile as sf
 
-    from songtrace.embedders.base import resample, to_mono_float
+    from songtrace.data.audio import resample, to_mono
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -99,7 +99,7 @@ def folder_tracks(folder: str | Path, sr: int | None = None) -> TrackSet:
         except Exception as e:  # soundfile raises several types for unreadable files
             raise SongtraceError(f"{path}: not readable audio ({e})") from None
         sr = sr or int(rate)
-        waves.append(resample(to_mono_float(data.T), int(rate), sr))
+        waves.append(resample(to_mono(data, str(path)), int(rate), sr))
     return TrackSet([str(p.relative_to(folder)) for p in files], waves, int(sr), source=str(folder))
 
 
