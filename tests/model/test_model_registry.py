@@ -69,3 +69,19 @@ def test_load_errors_name_the_file(tmp_path, model_dir):
 def test_unknown_architecture_lists_valid_ones():
     with pytest.raises(SongtraceError, match="valid: diffusers-stable-audio, dit"):
         build_model({"arch": "unet"})
+
+
+def test_a_derived_checkpoint_loads_from_the_record_it_carries(tmp_path, model_dir):
+    record = json.loads((model_dir / "config.json").read_text())
+    derived = tmp_path / "derived"
+    derived.mkdir()
+    weights = load_safetensors(model_dir / MODEL_FILE)
+    weights = {k: v + 1.0 for k, v in weights.items()}
+    save_safetensors(derived / MODEL_FILE, weights)
+    (derived / "config.json").write_text(json.dumps({"stage": "SomeUnlearning", "config": {"method": "x"}, "complete": True,
+                                                     "model": record["config"], "inputs": record["inputs"]}))
+    model = load_model(derived)
+    assert hash_tensors(dict(model.state_dict())) == hash_tensors(weights)
+    (derived / "config.json").write_text(json.dumps({"stage": "SomeUnlearning", "config": {}, "complete": True}))
+    with pytest.raises(SongtraceError, match="not a model"):
+        load_model(derived)

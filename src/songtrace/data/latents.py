@@ -78,6 +78,11 @@ class LatentSet:
         rows = [i for i, s in enumerate(self.splits) if s == split]
         if not rows:
             raise SongtraceError(f"latent cache has no items in split {split!r}")
+        return self.take(rows)
+
+    def take(self, rows: Sequence[int]) -> LatentSet:
+        """The items at `rows`, in that order, as a LatentSet."""
+        rows = [int(i) for i in rows]
         idx = torch.tensor(rows, dtype=torch.long)
         return LatentSet(
             ids=[self.ids[i] for i in rows],
@@ -85,6 +90,14 @@ class LatentSet:
             splits=[self.splits[i] for i in rows],
             **{k: v[idx] for k, v in self.tensors().items()},
         )
+
+    def without(self, ids: Sequence[str]) -> LatentSet:
+        """The items whose ids are not in `ids` (data order kept); every id must be present."""
+        drop = set(ids)
+        unknown = sorted(drop - set(self.ids))
+        if unknown:
+            raise SongtraceError(f"{len(unknown)} ids are not in this set of items (e.g. {unknown[:3]})")
+        return self.take([i for i, item in enumerate(self.ids) if item not in drop])
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensor fields by name."""

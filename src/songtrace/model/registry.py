@@ -4,6 +4,10 @@ A model directory holds `model.safetensors` (the EMA weights generation and attr
 `config.json` whose `config` is a `ModelConfig` record: `{"arch": "dit", "dit": {...DiTConfig},
 "train": {...}}`. The architecture name picks the builder from `ARCHITECTURES`, so other model
 families (adapters) plug in without if/elif chains.
+
+A *derived* checkpoint (an unlearned or fine-tuned model) is the artifact of another stage; its
+config.json carries the `ModelConfig` record of the model it came from under `model`, and its
+`inputs.latents` the data that model was trained on, so it loads everywhere a trained model does.
 """
 
 from __future__ import annotations
@@ -45,19 +49,34 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
     return ARCHITECTURES[arch](config)
 
 
-def load_model(model_dir: str | Path) -> nn.Module:
-    """Load a finished model directory (weights + config) in eval mode, with errors naming the bad file."""
+def model_record(model_dir: str | Path) -> dict[str, Any]:
+    """The finished config.json of a model directory (trained or derived), with errors naming the file."""
     model_dir = Path(model_dir)
     cfg_path = model_dir / CONFIG_FILE
     if not cfg_path.exists():
         raise SongtraceError(f"{cfg_path}: not found; is {model_dir} a model directory? (run `songtrace train` first)")
     record = read_json(cfg_path)
-    if record.get("stage") != MODEL_STAGE:
+    if record.get("stage") != MODEL_STAGE and not isinstance(record.get("model"), dict):
         raise SongtraceError(f"{cfg_path}: holds a {record.get('stage')!r} artifact, not a model")
     if not record.get("complete"):
-        raise SongtraceError(f"{model_dir}: training did not finish; run `songtrace train` again to resume")
+        if record.get("stage") == MODEL_STAGE:
+            raise SongtraceError(f"{model_dir}: training did not finish; run `songtrace train` again to resume")
+        raise SongtraceError(f"{model_dir}: the {record.get('stage')!r} stage did not finish; run it again to resume")
+    return record
+
+
+def architecture_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The `ModelConfig` record (arch, architecture, training recipe) of a model's config.json, trained or derived."""
+    return dict(record["config"] if record.get("stage") == MODEL_STAGE else record["model"])
+
+
+def load_model(model_dir: str | Path) -> nn.Module:
+    """Load a finished model directory (weights + config) in eval mode, with errors naming the bad file."""
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / CONFIG_FILE
+    record = model_record(model_dir)
     try:
-        model = build_model(record["config"])
+        model = build_model(architecture_record(record))
     except SongtraceError as e:
         raise SongtraceError(f"{cfg_path}: {e}") from None
     except (KeyError, TypeError) as e:

@@ -8,6 +8,10 @@ default: the paper's model is trained without it).
 
 Writes `<out>/model.safetensors` (EMA weights), `<out>/config.json` and `<out>/metrics.json`
 (validation loss of the untrained and trained model on a fixed noise plan, loss curves).
+
+`retrain_without(model_dir, latents_dir, exclude_ids, out_dir)` trains a model's own recipe
+(architecture, `TrainConfig`, seed) from scratch on its training split minus some items: the gold
+standard of opt-out unlearning and the counterfactual of leave-some-out ground truth.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import dataclasses
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from songtrace.artifacts import (
     begin_stage,
     check_positive,
     finish_stage,
+    hash_json,
     hash_tensors,
     read_json,
     save_safetensors,
@@ -39,7 +44,7 @@ from songtrace.diffusion.loss import NoisePlan, item_seed, make_plan
 from songtrace.errors import SongtraceError
 from songtrace.model.checkpoint import STATE_FILE, TrainState, load_state, save_state
 from songtrace.model.dit import DiT, DiTConfig
-from songtrace.model.registry import MODEL_FILE
+from songtrace.model.registry import MODEL_FILE, architecture_record, model_record
 from songtrace.model.task import ModelTask, as_task
 from songtrace.progress import progress_bar
 
@@ -183,20 +188,41 @@ def _split_or_none(latent_set: LatentSet, split: str) -> LatentSet | None:
     return latent_set.subset(split) if split in latent_set.splits else None
 
 
+def training_subset(train_set: LatentSet, exclude_ids: Sequence[str], source: str = "the latent cache") -> LatentSet:
+    """The training split minus `exclude_ids`, refusing ids outside it and an exclusion of every item."""
+    unknown = sorted(set(exclude_ids) - set(train_set.ids))
+    if unknown:
+        raise SongtraceError(f"{len(unknown)} excluded ids are not in the train split of {source} (e.g. {unknown[:3]})")
+    kept = train_set.without(exclude_ids)
+    if len(kept) == 0:
+        raise SongtraceError(f"excluding {len(set(exclude_ids))} ids leaves no training item in {source}")
+    return kept
+
+
 def train_model(
     train_cfg: TrainConfig,
     dit_cfg_overrides: Mapping[str, Any] | None,
     latents_dir: str | Path,
     out_dir: str | Path,
     overwrite: bool = False,
+    exclude_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) a DiT on the "train" split of a latent cache; returns the metrics."""
+    """Train (or resume, or skip if finished) a DiT on the "train" split of a latent cache; returns the metrics.
+
+    `exclude_ids` leaves those training items out (recorded in config.json as `inputs.excluded`,
+    a hash, and `excluded_ids`); everything else, the draws of each step included, follows the recipe.
+    """
     out_dir = Path(out_dir)
     latent_set = LatentSet.load(latents_dir)
     train_set = latent_set.subset("train")
+    excluded = sorted(set(exclude_ids))
+    if excluded:
+        train_set = training_subset(train_set, excluded, str(latents_dir))
     valid_set = _split_or_none(latent_set, "valid")
     config = ModelConfig(dit=dit_config_for(latent_set, dit_cfg_overrides), train=train_cfg)
     inputs = {"latents": latent_set.content_hash()}
+    if excluded:
+        inputs["excluded"] = hash_json(excluded)
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return read_json(out_dir / METRICS_FILE)
 
@@ -233,9 +259,48 @@ def train_model(
     }
     write_json(out_dir / METRICS_FILE, metrics)
     summary = {k: metrics[k] for k in ("params", "valid_loss_init", "valid_loss")}
-    finish_stage(out_dir, config, inputs, content_hash=hash_tensors(ema), extra={"metrics": summary})
+    extra: dict[str, Any] = {"metrics": summary}
+    if excluded:
+        extra["excluded_ids"] = excluded
+    finish_stage(out_dir, config, inputs, content_hash=hash_tensors(ema), extra=extra)
     shutil.rmtree(out_dir / STATE_FILE.parent, ignore_errors=True)
     return metrics
+
+
+def model_recipe(model_dir: str | Path) -> ModelConfig:
+    """The recipe (architecture and training settings) a trained model, or a model derived from one, records."""
+    record = model_record(model_dir)
+    try:
+        return ModelConfig.from_dict(architecture_record(record))
+    except (KeyError, TypeError) as e:
+        raise SongtraceError(f"{Path(model_dir) / 'config.json'}: malformed model config ({e})") from None
+
+
+def retrain_without(
+    model_dir: str | Path,
+    latents_dir: str | Path,
+    exclude_ids: Sequence[str],
+    out_dir: str | Path,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train `model_dir`'s recipe from scratch on its training split minus `exclude_ids`; returns the metrics.
+
+    The same architecture, `TrainConfig` and seed (hence the same init and per-step draws) as the
+    original; refuses a latent cache other than the one the model was trained on. Resumes and skips
+    like `train_model`.
+    """
+    record = model_record(model_dir)
+    recipe = model_recipe(model_dir)
+    if recipe.arch != "dit":
+        raise SongtraceError(f"{model_dir}: retraining is implemented for the demo DiT, not for {recipe.arch!r} models")
+    trained_on = record.get("inputs", {}).get("latents")
+    latents_hash = LatentSet.load(latents_dir).content_hash()
+    if trained_on and trained_on != latents_hash:
+        raise SongtraceError(
+            f"{model_dir} was trained on other data (latents {trained_on[:12]}), not on {latents_dir} ({latents_hash[:12]})"
+        )
+    overrides = {k: v for k, v in recipe.dit.to_dict().items() if k not in ("latent_channels", "latent_length")}
+    return train_model(recipe.train, overrides, latents_dir, out_dir, overwrite=overwrite, exclude_ids=exclude_ids)
 
 
 def run_training(state: TrainState, train_set: LatentSet, cfg: TrainConfig, out_dir: Path, validate: Any) -> TrainState:
