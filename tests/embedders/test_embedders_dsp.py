@@ -3,19 +3,16 @@
 import numpy as np
 import pytest
 
-from songtrace.embedders import EMBEDDERS, DspEmbedder, load_embedder, split_windows, window_starts
+from songtrace.embedders import EMBEDDERS, DspEmbedder, load_embedder, split_windows
 from songtrace.embedders.base import scaled_windows
 from songtrace.errors import SongtraceError
 from synth_audio import synthetic_tracks, tone
 
 
-def test_window_starts_follow_window_and_hop():
-    assert window_starts(10 * 100, 4 * 100, 100) == [0, 100, 200, 300, 400, 500, 600]
-    assert window_starts(450, 400, 100) == [0]  # the tail shorter than a hop is not covered
-    assert window_starts(150, 400, 100) == [0]  # shorter than a window: one (short) window
-    assert [len(w) for w in split_windows(np.zeros(150), 400, 100)] == [150]
-    with pytest.raises(SongtraceError):
-        window_starts(100, 0, 10)
+def test_split_windows_follow_the_window_rule():
+    assert [len(w) for w in split_windows(np.zeros(150), 400, 100)] == [150]  # shorter than a window: one (short) window
+    assert [len(w) for w in split_windows(np.arange(450), 400, 100)] == [400, 400]  # the tail gets a window aligned to the end
+    assert split_windows(np.arange(450), 400, 100)[-1][-1] == 449
 
 
 def test_windows_scale_with_track_length():
@@ -26,7 +23,7 @@ def test_windows_scale_with_track_length():
         scaled_windows(0.0)
 
 
-@pytest.mark.parametrize("seconds,expected", [(10.0, 7), (4.0, 1), (2.5, 1), (6.4, 3)])
+@pytest.mark.parametrize("seconds,expected", [(10.0, 7), (4.0, 1), (2.5, 1), (6.4, 4)])  # 6.4 s: 0, 1, 2 and 2.4 (the tail)
 def test_dsp_window_count_matches_window_and_hop(seconds, expected):
     emb = DspEmbedder(window_seconds=4.0, hop_seconds=1.0).embed_windows(tone(220.0, 0.5, seconds, 16000), 16000)
     assert emb.shape == (expected, DspEmbedder().dim)

@@ -8,12 +8,7 @@ from songtrace.embedders.retrieval import chance_artist_accuracy, nearest_neighb
 from songtrace.errors import SongtraceError
 from songtrace.metrics.alignment import text_audio_alignment
 from songtrace.metrics.conditioning import conditioning_check
-from songtrace.metrics.similarity import (
-    WindowBank,
-    max_similarity_matrix,
-    max_window_similarity,
-    window_similarity_matrix,
-)
+from songtrace.metrics.similarity import cosine_matrix, embed_window_bank, window_similarity_matrix
 from synth_audio import BandEmbedder, synthetic_tracks, tone
 
 
@@ -36,27 +31,26 @@ def test_similarity_matrix_equals_brute_force_max_over_window_pairs():
     assert not np.allclose(fast, fast[:, :1])  # the example is not degenerate
 
 
-def test_item_chunks_do_not_change_the_result():
-    rng = np.random.default_rng(0)
-    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    queries = [norm(rng.standard_normal((int(rng.integers(1, 5)), 8))) for _ in range(4)]
-    items = [norm(rng.standard_normal((int(rng.integers(1, 6)), 8))) for _ in range(9)]
-    whole = max_similarity_matrix(queries, items)
-    assert np.allclose(max_similarity_matrix(queries, items, chunk_windows=3), whole)
-    assert whole[2, 7] == pytest.approx(max_window_similarity(queries[2], items[7]), abs=1e-6)
-
-
-def test_window_bank_embeds_each_track_once():
+def test_a_window_bank_built_once_embeds_each_track_once():
     e = BandEmbedder()
     items = [tone(100.0 * (k + 1), 0.0, 1.0, 8000, k) for k in range(4)]
-    bank = WindowBank(e, 8000)
-    ids = [f"t{k}" for k in range(4)]
-    first = window_similarity_matrix(e, items[:1], items, 8000, query_ids=ids[:1], item_ids=ids, bank=bank)
+    bank = embed_window_bank(e, items, 8000)
+    per_query = len(e.embed_windows(items[0], 8000))
     embedded = e.windows_embedded
-    second = window_similarity_matrix(e, items[1:2], items, 8000, query_ids=ids[1:2], item_ids=ids, bank=bank)
-    assert e.windows_embedded == embedded  # nothing re-embedded
+    first = window_similarity_matrix(e, items[:1], bank, 8000)
+    second = window_similarity_matrix(e, items[1:2], bank, 8000)
+    assert e.windows_embedded == embedded + 2 * per_query  # only the two queries were embedded, not the items again
     assert len(bank) == 4
     assert first[0, 0] == pytest.approx(1.0, abs=1e-6) and second[0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(first, window_similarity_matrix(e, items[:1], items, 8000))
+
+
+def test_cosine_matrix_by_hand():
+    a = np.array([[1.0, 0.0], [3.0, 4.0]], dtype=np.float32)
+    b = np.array([[0.0, 2.0], [1.0, 1.0]])
+    expected = np.array([[0.0, np.sqrt(0.5)], [0.8, 0.7 * np.sqrt(2.0)]])
+    out = cosine_matrix(a, b)
+    assert out.dtype == np.float64 and np.allclose(out, expected)
 
 
 def test_text_audio_alignment_prefers_matching_prompts():

@@ -34,8 +34,8 @@ from songtrace.baselines.features import (
     noisy_inputs,
     row_batches,
 )
-from songtrace.baselines.windows import WindowBank, window_starts
 from songtrace.data.batch import Batch
+from songtrace.data.windows import WindowBank, window_starts
 from songtrace.errors import SongtraceError
 from songtrace.model.task import ModelTask, as_task, eval_mode
 from songtrace.progress import progress

@@ -80,9 +80,8 @@ def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, la
                  codec_dir: Path | None = None, home: Path | None = None, overwrite: bool = False) -> pd.DataFrame:
     """Score every query with the configured method; writes and returns the scores table (sorted by query, rank)."""
     from songtrace.attribution.query import QueryContext, resolve_query
-    from songtrace.baselines.embedding import resolve_embedder
     from songtrace.data.latents import LatentSet
-    from songtrace.embedders.registry import embedder_input, resolve_embedder_name
+    from songtrace.embedders.registry import embedder_input, resolve_embedder, resolve_embedder_name
     from songtrace.model.registry import load_task
     from songtrace.world import load_world
 

@@ -21,10 +21,10 @@ import dataclasses
 
 import numpy as np
 
-from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
-from songtrace.baselines.windows import WindowBank, window_starts
+from songtrace.baselines.base import register_method
+from songtrace.baselines.windows import AudioWindowMethod
+from songtrace.data.windows import window_starts
 from songtrace.errors import SongtraceError
-from songtrace.progress import progress
 
 FEATURE_SR = 11025
 HOP = 512
@@ -110,7 +110,7 @@ def query_windows(chroma: np.ndarray, window: int, hop: int, tempo_ratios: tuple
 
 @register_method("version")
 @dataclasses.dataclass
-class VersionSimilarity:
+class VersionSimilarity(AudioWindowMethod):
     """CLEWS-like: key-, tempo- and timbre-robust chroma window correlation, max over window pairs."""
 
     window_seconds: float = 8.0
@@ -126,35 +126,14 @@ class VersionSimilarity:
             raise SongtraceError("version: tempo_ratios must be positive numbers")
         self.tempo_ratios = tuple(float(r) for r in self.tempo_ratios)
 
-    @property
-    def cache_key(self) -> str:
-        """Key of this configuration's training features in `TrainingSet.cache`."""
-        return method_cache_key(self)
-
     def _frames(self, seconds: float) -> int:
         return max(1, round(seconds * feature_rate()))
 
-    def bank(self, train: TrainingSet) -> WindowBank:
-        """Chroma windows of every training item (computed once per training set)."""
+    def item_windows(self, wav: np.ndarray, sr: int) -> np.ndarray:
+        """A training item's chroma windows (centred), every `hop_seconds`."""
+        return item_windows(chroma_cens(wav, sr), self._frames(self.window_seconds), self._frames(self.hop_seconds))
 
-        def build() -> WindowBank:
-            win, hop = self._frames(self.window_seconds), self._frames(self.hop_seconds)
-            per_item = []
-            for item_id in progress(train.ids, total=len(train), desc="version: chroma of training items"):
-                wav, sr = train.audio(item_id)
-                per_item.append(item_windows(chroma_cens(wav, sr), win, hop))
-            return WindowBank.from_items(per_item)
-
-        return train.cached(self.cache_key, build)
-
-    def prepare(self, train: TrainingSet) -> None:
-        """Compute the training features now (else on the first query)."""
-        self.bank(train)
-
-    def score(self, query: QueryItem, train: TrainingSet) -> np.ndarray:
-        """Max over window pairs, transpositions and tempo ratios of the chroma correlation: `[N]`."""
-        bank = self.bank(train)
-        wav, sr = query.audio()
-        q = query_windows(chroma_cens(wav, sr), self._frames(self.window_seconds), self._frames(self.query_hop_seconds),
-                          self.tempo_ratios)
-        return bank.max_similarity(q)
+    def query_windows(self, wav: np.ndarray, sr: int) -> np.ndarray:
+        """The query's chroma windows every `query_hop_seconds`, at every tempo ratio and transposition."""
+        return query_windows(chroma_cens(wav, sr), self._frames(self.window_seconds), self._frames(self.query_hop_seconds),
+                             self.tempo_ratios)

@@ -61,7 +61,7 @@ from songtrace.compare.stats import (
     hit_rates,
     source_rank,
 )
-from songtrace.embedders.registry import embedder_input, resolve_embedder_name
+from songtrace.embedders.registry import embedder_input, resolve_embedder, resolve_embedder_name
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
 
@@ -375,8 +375,6 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
         check_inputs(fisher, model.identity(), latents.content_hash(), source=f"the Fisher at {fisher_dir}")
     embedder = None
     if "embedding" in config.methods:
-        from songtrace.baselines.embedding import resolve_embedder
-
         embedder = resolve_embedder(embedder_name, home_path)
     query_dir = out_dir / "queries"
     query_dir.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,6 @@
 """Embedders: audio (and text) -> vectors for the metrics and the embedding baselines."""
 
-from songtrace.embedders.base import (
-    Embedder,
-    l2_normalise,
-    scaled_windows,
-    split_windows,
-    window_starts,
-)
+from songtrace.embedders.base import Embedder, scaled_windows, split_windows
 from songtrace.embedders.dsp import DspEmbedder
 from songtrace.embedders.registry import EMBEDDERS, detect_kind, load_embedder
 
@@ -15,9 +9,7 @@ __all__ = [
     "DspEmbedder",
     "Embedder",
     "detect_kind",
-    "l2_normalise",
     "load_embedder",
     "scaled_windows",
     "split_windows",
-    "window_starts",
 ]

@@ -1,8 +1,9 @@
 """The `Embedder` interface: audio (any rate) -> vectors, optionally text -> vectors in the same space.
 
 Every embedder cuts audio into windows (the paper: 10 s windows, 1 s hop on 2-minute tracks; the
-demo world's 12 s tracks use 4 s / 1 s), embeds each window to an L2-normalised vector, and pools a
-track as the normalised mean of its windows. Its `name` and `content_hash` go into every result.
+demo world's 12 s tracks use 4 s / 1 s) by the one rule of `songtrace.data.windows.window_starts`
+(the tail is covered), embeds each window to an L2-normalised vector, and pools a track as the
+normalised mean of its windows. Its `name` and `content_hash` go into every result.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from songtrace.data.audio import resample, to_mono
+from songtrace.data.windows import WINDOW_RULE, l2_normalise, window_starts
 from songtrace.errors import SongtraceError
 
 
@@ -25,27 +27,9 @@ def scaled_windows(max_seconds: float) -> tuple[float, float]:
     return window, min(1.0, window / 4.0)
 
 
-def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
-    """Start samples of the windows: `1 + (n - window) // hop` full windows; one window if shorter.
-
-    A tail shorter than one hop after the last full window is not covered, as in fixed-hop framing.
-    """
-    if window <= 0 or hop <= 0:
-        raise SongtraceError(f"window and hop must be > 0 samples, got {window} and {hop}")
-    if n_samples <= window:
-        return [0]
-    return list(range(0, n_samples - window + 1, hop))
-
-
 def split_windows(wave: np.ndarray, window: int, hop: int) -> list[np.ndarray]:
-    """The windows of a waveform (the whole waveform when it is shorter than one window)."""
+    """The windows of a waveform by `window_starts`' rule (the whole waveform when it is shorter than one window)."""
     return [wave[s : s + window] for s in window_starts(len(wave), window, hop)]
-
-
-def l2_normalise(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, eps)
 
 
 class Embedder(abc.ABC):
@@ -122,6 +106,7 @@ class Embedder(abc.ABC):
             "window_seconds": self.window_seconds,
             "hop_seconds": self.hop_seconds,
             "dim": self.dim,
+            "window_rule": WINDOW_RULE,
         }
 
     def __repr__(self) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from songtrace.artifacts import hash_json
-from songtrace.embedders.base import Embedder, window_starts
+from songtrace.data.windows import window_starts
+from songtrace.embedders.base import Embedder
 
-FEATURE_VERSION = 2  # bump when the features change, so the content hash changes
+FEATURE_VERSION = 3  # bump when the features change, so the content hash changes (3: windows cover the tail)
 N_MFCC = 20
 N_CHROMA = 12
 N_SHAPE = 5

@@ -102,8 +102,8 @@ def load_embedder(name_or_path: str | Path, home: str | Path | None = None, **kw
     raise SongtraceError(f"unknown embedder {name!r}; valid: {', '.join(EMBEDDERS)}, or a path to embedder weights")
 
 
-def resolve_embedder_name(name: str, home: Path | None) -> str:
-    """"auto" -> "songclap" when `<home>/embedders/songclap` holds a trained one, else "dsp"."""
+def resolve_embedder_name(name: str, home: str | Path | None) -> str:
+    """"auto" -> "songclap" when `<home>/embedders/songclap` holds a trained one, else "dsp"; other names unchanged."""
     if name != "auto":
         return name
     from songtrace.home import stage_dir
@@ -111,8 +111,17 @@ def resolve_embedder_name(name: str, home: Path | None) -> str:
     return "songclap" if (stage_dir(home, "embedders", "songclap") / "config.json").exists() else "dsp"
 
 
-def embedder_input(name: str, home: Path | None) -> str:
-    """What a result depends on for an embedder: its name, plus the content hash of its artifact when it has one."""
+def resolve_embedder(embedder: str | Path | Embedder, home: str | Path | None = None) -> Embedder:
+    """The one way from what a user or config names to an `Embedder`: an instance as it is; "auto",
+    a registered name, a path or a name under `<home>/embedders/` loaded (`resolve_embedder_name`, `load_embedder`)."""
+    if not isinstance(embedder, str | Path):
+        return embedder
+    return load_embedder(resolve_embedder_name(str(embedder), home), home=home)
+
+
+def embedder_input(name: str, home: str | Path | None) -> str:
+    """What a result depends on for an embedder (after `resolve_embedder_name`): its name, plus the content hash
+    of its artifact when it has one, so a stage can check its inputs before loading the embedder."""
     from songtrace.home import stage_dir
 
     for path in (Path(name), stage_dir(home, "embedders", name)):

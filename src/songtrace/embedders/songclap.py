@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from songtrace.artifacts import StageConfig, artifact_hash, check_positive, load_safetensors, load_stage_config
-from songtrace.embedders.base import Embedder, window_starts
+from songtrace.data.windows import window_starts
+from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
 
 MODEL_FILE = "model.safetensors"

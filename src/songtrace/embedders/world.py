@@ -24,7 +24,8 @@ from songtrace.artifacts import (
     read_json,
     write_parquet,
 )
-from songtrace.embedders.base import Embedder, l2_normalise
+from songtrace.data.windows import WINDOW_RULE, l2_normalise
+from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
 
@@ -56,7 +57,7 @@ def embed_world(world_dir: str | Path, embedder: Embedder, out_dir: str | Path, 
     world = load_world(world_dir)
     out_dir = Path(out_dir)
     config = EmbedWorldConfig(embedder.name, embedder.window_seconds, embedder.hop_seconds)
-    inputs = {"world": world.content_hash, "embedder": embedder.content_hash}
+    inputs = {"world": world.content_hash, "embedder": embedder.content_hash, "window_rule": WINDOW_RULE}
     if begin_stage(out_dir, config, inputs, overwrite):
         return read_json(out_dir / "config.json")["summary"]
     start = time.perf_counter()

@@ -8,21 +8,20 @@ from songtrace.embedders.retrieval import nearest_neighbour_accuracy, recall_at_
 from songtrace.metrics.alignment import AlignmentResult, text_audio_alignment
 from songtrace.metrics.conditioning import conditioning_check
 from songtrace.metrics.fd import FDResult, embed_set, fd_between, fd_infinity, fd_result, frechet_distance, frechet_from_stats
-from songtrace.metrics.similarity import WindowBank, cosine_matrix, max_similarity_matrix, window_similarity_matrix
+from songtrace.metrics.similarity import cosine_matrix, embed_window_bank, window_similarity_matrix
 
 __all__ = [
     "AlignmentResult",
     "FDResult",
-    "WindowBank",
     "conditioning_check",
     "cosine_matrix",
     "embed_set",
+    "embed_window_bank",
     "fd_between",
     "fd_infinity",
     "fd_result",
     "frechet_distance",
     "frechet_from_stats",
-    "max_similarity_matrix",
     "nearest_neighbour_accuracy",
     "recall_at_k",
     "retrieval_report",

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from songtrace.embedders.base import Embedder, l2_normalise
+from songtrace.data.windows import l2_normalise
+from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
 
 

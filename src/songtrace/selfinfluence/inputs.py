@@ -17,27 +17,20 @@ import torch
 from songtrace.artifacts import artifact_hash, hash_json, load_safetensors, read_json, save_safetensors
 from songtrace.attribution.fisher import Fisher, FisherConfig, check_inputs, fit_fisher
 from songtrace.data.latents import LatentSet
+from songtrace.data.windows import WINDOW_RULE
 from songtrace.embedders.base import Embedder
+from songtrace.embedders.registry import resolve_embedder
 from songtrace.errors import SongtraceError
-from songtrace.home import resolve_artifact, resolve_home, stage_dir
+from songtrace.home import resolve_artifact, resolve_home
 from songtrace.model.registry import load_task
 from songtrace.progress import progress
 from songtrace.selfinfluence.fd import GenerationProbe
 from songtrace.selfinfluence.run import SelfInfluenceConfig, SelfInfluenceData, SelfInfluenceResult, run_self_influence
 
 
-def resolve_embedder(name: str, home: str | Path | None) -> Embedder:
-    """The embedder: "auto" = the demo's songclap when trained under `<home>/embedders/songclap`, else dsp."""
-    from songtrace.embedders import load_embedder
-
-    if name == "auto":
-        name = "songclap" if (stage_dir(home, "embedders", "songclap") / "config.json").exists() else "dsp"
-    return load_embedder(name, home=home)
-
-
 def track_embeddings(world, ids: list[str], embedder: Embedder, cache_dir: Path | None) -> np.ndarray:
     """Pooled audio embeddings `[N, D]` of the world's tracks `ids`, cached by (world, embedder, ids)."""
-    key = hash_json({"world": world.content_hash, "embedder": embedder.content_hash, "ids": ids})[:32]
+    key = hash_json({"world": world.content_hash, "embedder": embedder.content_hash, "window_rule": WINDOW_RULE, "ids": ids})[:32]
     path = cache_dir / f"{key}.safetensors" if cache_dir is not None else None
     if path is not None and path.exists():
         return load_safetensors(path)["embeddings"].numpy()

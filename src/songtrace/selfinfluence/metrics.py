@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from songtrace.data.windows import l2_normalise
 from songtrace.errors import SongtraceError
 
 # Metrics of Table 1, averaged over targets; the extras beyond the paper come after.
@@ -71,10 +72,8 @@ def bottom_rows(scores: np.ndarray, k: int, exclude: int | None = None) -> np.nd
 
 
 def normalize_rows(embeddings: np.ndarray) -> np.ndarray:
-    """L2-normalised embeddings (rows), so dot products are cosines."""
-    e = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(e, axis=1, keepdims=True)
-    return e / np.maximum(norms, 1e-12)
+    """Embeddings as float64 unit rows, so dot products are cosines (`songtrace.data.windows.l2_normalise`)."""
+    return l2_normalise(np.asarray(embeddings, dtype=np.float64))
 
 
 def mean_cosine(unit_embeddings: np.ndarray, target: int, rows: np.ndarray) -> float:
