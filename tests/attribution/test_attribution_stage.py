@@ -46,13 +46,13 @@ def test_fisher_artifact_records_its_inputs_and_matches_in_memory(fisher_dir, ti
     ref = compute_fisher(model, latents, FISHER)
     assert sorted(ref.diag) == sorted(fisher.diag)
     assert all(torch.equal(ref.diag[k], fisher.diag[k]) for k in ref.diag)
-    assert not (fisher_dir / "partial.safetensors").exists()
+    assert not (fisher_dir / "partial").exists()
 
 
 def test_fisher_resumes_after_interruption_bit_for_bit(tmp_path, fisher_dir, tiny_model, tiny_latents):
     out = tmp_path / "fisher"
     fit_fisher(tiny_model, tiny_latents, FISHER, out, checkpoint_every=1, max_batches=2)
-    assert (out / "partial.safetensors").exists() and not (out / "config.json").exists()
+    assert (out / "partial" / "rank-00000.safetensors").exists() and not (out / "config.json").exists()
     with pytest.raises(SongtraceError, match="no Fisher here"):
         Fisher.load(out)
     fit_fisher(tiny_model, tiny_latents, FISHER, out, checkpoint_every=1, max_batches=1)

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
+from fixtures_model import synthetic_latent_set
 from songtrace.artifacts import hash_tensors
+from songtrace.attribution import per_sample_grads, split_params, target_params
 from songtrace.data.batch import Batch, Conditioning
 from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
@@ -168,3 +170,21 @@ def test_config_round_trips_and_validates():
     with pytest.raises(SongtraceError, match="depth"):
         DiTConfig(depth=0)
     assert DiT(cfg).latent_shape == (8, 64)
+
+
+def test_fused_attention_equals_the_written_out_attention_and_its_per_sample_gradients():
+    math_model = tiny_dit(attention="math")
+    fused = tiny_dit(attention="sdpa")
+    fused.load_state_dict(math_model.state_dict())
+    data = synthetic_latent_set()
+    batch = data.batch([0, 1, 2])
+    plan = make_plan(batch.ids, 2, data.latent_shape, 0)
+    for mask in (False, True):
+        a = task_for(math_model).loss(None, batch, plan, mask=mask)
+        b = task_for(fused).loss(None, batch, plan, mask=mask)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    target, frozen = split_params(math_model, target_params(math_model, "all"))
+    ga = per_sample_grads(math_model, target, frozen, batch.select([0]), plan.select_items([0]), True)
+    gb = per_sample_grads(fused, target, frozen, batch.select([0]), plan.select_items([0]), True)
+    for k in target:
+        torch.testing.assert_close(ga[k], gb[k], rtol=1e-4, atol=1e-6)

@@ -9,7 +9,11 @@ and noise of item i are seeded by its id (`make_plan`), so batching does not cha
 
 `fit_fisher` is the stage: it streams over the training split with a progress bar, checkpoints the
 partial float64 sums every few batches, resumes after an interruption, and writes
-`fisher.safetensors` (float32 F per target parameter) and `config.json`.
+`fisher.safetensors` (float32 F per target parameter) and `config.json`. Under torchrun each rank
+sums a contiguous block of the batches still missing into its own checkpoint (`shard.SumShards`)
+and the job' sums are all-reduced; the math (`batch_square_sums`, `fisher_diag`) is the same.
+Plans, batches and sums live on the config's device; `precision="bf16"` runs the per-sample
+gradients under bf16 autocast (gradients and sums stay float32 / float64).
 """
 
 from __future__ import annotations
@@ -36,16 +40,27 @@ from songtrace.artifacts import (
     save_safetensors,
 )
 from songtrace.attribution.groups import split_params, target_params
+from songtrace.attribution.shard import SINGLE, Job, SumShards, batches_of, missing_spans
 from songtrace.data.batch import Batch, Conditioning
 from songtrace.data.latents import LatentSet
 from songtrace.diffusion.loss import NoisePlan, Samples, flatten_samples, make_plan
 from songtrace.errors import SongtraceError
 from songtrace.model.registry import load_task
-from songtrace.model.task import ModelTask, as_task, check_latents_fit, eval_mode
+from songtrace.model.task import (
+    ModelTask,
+    as_task,
+    autocast,
+    check_device,
+    check_latents_fit,
+    check_precision,
+    eval_mode,
+    on_device,
+    runtime_device,
+)
 from songtrace.progress import progress_bar
 
 FISHER_FILE = "fisher.safetensors"
-PARTIAL_FILE = "partial.safetensors"
+SHARDS_DIR = "partial"  # per-rank checkpoints of the float64 sums while the stage is unfinished
 
 Params = dict[str, torch.Tensor]
 
@@ -57,7 +72,10 @@ class FisherConfig(StageConfig):
     group: target layers (a layer group or a regex, see `target_params`); n_timesteps: T per item;
     mask: exclude padded frames from the loss (the model was trained unmasked, so False matches
     training); batch_size: items per data batch; sample_chunk: (item, timestep) samples per vmap
-    call (bounds memory: sample_chunk × |θ_target| floats); method: "vmap" or "loop" (reference).
+    call (bounds memory: about sample_chunk × |θ_target| × 20 bytes for the float32 gradients and their
+    float64 squares, plus sample_chunk rows of activations); method: "vmap" or "loop" (reference);
+    device: where plans, batches and gradients live ("cpu", "cuda": the rank's GPU, "meta": shapes only);
+    precision: "fp32" or "bf16" (autocast of the forward and backward passes).
     """
 
     group: str = "all"
@@ -68,12 +86,16 @@ class FisherConfig(StageConfig):
     sample_chunk: int = 64
     method: str = "vmap"
     split: str = "train"
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_positive("n_timesteps", self.n_timesteps)
         check_positive("batch_size", self.batch_size)
         check_positive("sample_chunk", self.sample_chunk)
         check_choice("per-sample gradient method", self.method, PER_SAMPLE_METHODS)
+        check_device(self.device)
+        check_precision(self.precision)
 
 
 # --------------------------------------------------------------------------- per-sample gradients
@@ -136,14 +158,22 @@ def batch_square_sums(
     batch: Batch,
     config: FisherConfig,
 ) -> Params:
-    """Σ over the batch's items and T timesteps of the squared per-sample gradients (float64)."""
-    plan = make_plan(batch.ids, config.n_timesteps, task.latent_shape, config.seed)
-    sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params_target.items()}
+    """Σ over the batch's items and T timesteps of the squared per-sample gradients (float64, on the task's device).
+
+    The batch goes to the device once; the plan is drawn there; the chunks of `sample_chunk` rows
+    run under the config's precision.
+    """
+    device = task.device
+    batch = batch.to(device)
+    plan = make_plan(batch.ids, config.n_timesteps, task.latent_shape, config.seed, device=device)
+    sums = {k: torch.zeros(v.shape, dtype=torch.float64, device=device) for k, v in params_target.items()}
     samples = flatten_samples(batch, plan, config.mask)
     n = samples.t.shape[0]
     for start in range(0, n, config.sample_chunk):
         chunk = samples.select(slice(start, min(n, start + config.sample_chunk)))
-        sums = accumulate_squares(sums, PER_SAMPLE_METHODS[config.method](task, params_frozen, params_target, chunk))
+        with autocast(device, config.precision):
+            grads = PER_SAMPLE_METHODS[config.method](task, params_frozen, params_target, chunk)
+        sums = accumulate_squares(sums, grads)
     return sums
 
 
@@ -251,12 +281,13 @@ def compute_fisher(model: nn.Module | ModelTask, latents: LatentSet, config: Fis
     task = as_task(model)
     data = latents.subset(config.split)
     check_latents_fit(task, data)
-    target, frozen = split_params(task, target_params(task, config.group))
-    sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in target.items()}
-    with eval_mode(task.module):
+    with on_device(task.module, runtime_device(config.device)), eval_mode(task.module):
+        target, frozen = split_params(task, target_params(task, config.group))
+        sums = {k: torch.zeros(v.shape, dtype=torch.float64, device=task.device) for k, v in target.items()}
         for rows in _batches(len(data), config.batch_size):
             part = batch_square_sums(task, target, frozen, data.batch(rows), config)
             sums = {k: sums[k] + part[k] for k in sums}
+    sums = {k: v.cpu() for k, v in sums.items()}
     return Fisher(fisher_diag(sums, len(data), config.n_timesteps), len(data), config, task.identity(), latents.content_hash())
 
 
@@ -269,13 +300,16 @@ def fit_fisher(
     checkpoint_every: int = 10,
     max_batches: int | None = None,
     model: nn.Module | ModelTask | None = None,
+    job: Job = SINGLE,
 ) -> Path:
     """Fit the Fisher stage into `out_dir`, resuming partial work; returns `out_dir`.
 
-    Every `checkpoint_every` batches the float64 sums and the number of items done go to
-    `partial.safetensors`; a rerun with the same config continues from there and gives the same F
-    bit for bit. `max_batches` stops after that many batches in this call (time-sliced jobs): the
-    stage then stays pending and a later call finishes it.
+    Every `checkpoint_every` batches a rank's float64 sums and the rows they cover go to
+    `partial/rank-<r>.safetensors`; a rerun with the same config computes only the rows no file
+    covers (with one process, the same F bit for bit). `max_batches` stops after that many batches
+    in this call (time-sliced jobs): the stage then stays pending and a later call finishes it.
+    With `job` from a torchrun job, each rank takes a contiguous block of the missing batches and
+    the sums are all-reduced; rank 0 writes the artifact.
     """
     out_dir = Path(out_dir)
     task = as_task(model) if model is not None else load_task(model_dir)
@@ -283,65 +317,53 @@ def fit_fisher(
     data = latents.subset(config.split)
     check_latents_fit(task, data, latents_dir)
     inputs = {"model": task.identity(), "latents": latents.content_hash()}
-    if begin_stage(out_dir, config, inputs, overwrite=overwrite):
+    if job.main_first(lambda: begin_stage(out_dir, config, inputs, overwrite=overwrite)):
         return out_dir
-    target, frozen = split_params(task, target_params(task, config.group))
     n = len(data)
-    sums, done = _load_partial(out_dir / PARTIAL_FILE, target)
-    batches = _batches(n, config.batch_size, done)
-    if max_batches is not None:
-        batches = batches[:max_batches]
-    bar = progress_bar(n, desc="fisher", unit="item", initial=done)
-    try:
-        with eval_mode(task.module):
+    shards = SumShards(out_dir / SHARDS_DIR, job)
+    with on_device(task.module, runtime_device(config.device)), eval_mode(task.module):
+        target, frozen = split_params(task, target_params(task, config.group))
+        covered = job.main_first(shards.covered)
+        batches = job.block(batches_of(missing_spans(n, covered), config.batch_size))
+        if max_batches is not None:
+            batches = batches[:max_batches]
+        sums, spans = shards.load(target)
+        bar = progress_bar(sum(len(r) for r in batches), desc="fisher" if job.world == 1 else f"fisher rank {job.rank}", unit="item")
+        try:
             for i, rows in enumerate(batches, 1):
                 part = batch_square_sums(task, target, frozen, data.batch(rows), config)
                 sums = {k: sums[k] + part[k] for k in sums}
-                done = rows.stop
+                spans.append((rows.start, rows.stop))
                 bar.update(len(rows))
-                if i % checkpoint_every == 0 or done == n or i == len(batches):
-                    _save_partial(out_dir / PARTIAL_FILE, sums, done)
-    finally:
-        bar.close()
-    if done < n:
-        return out_dir
-    fisher = Fisher(fisher_diag(sums, n, config.n_timesteps), n, config, inputs["model"], inputs["latents"])
-    check_fisher(fisher.diag, damping=None, source=str(out_dir / FISHER_FILE))
-    fisher.save(out_dir)
-    zeros = sum(int((f == 0).sum()) for f in fisher.diag.values())
-    finish_stage(
-        out_dir,
-        config,
-        inputs,
-        content_hash=hash_tensors(fisher.diag),
-        extra={
-            "n_items": n,
-            "n_params": sum(f.numel() for f in fisher.diag.values()),
-            "n_zero_entries": zeros,
-            "mean_f": mean_fisher(fisher.diag),
-        },
-    )
-    (out_dir / PARTIAL_FILE).unlink(missing_ok=True)
+                if i % checkpoint_every == 0 or i == len(batches):
+                    shards.save(sums, spans)
+        finally:
+            bar.close()
+        job.barrier()
+        if job.main_first(lambda: bool(missing_spans(n, shards.covered()))):
+            return out_dir
+        total = {k: v.cpu() for k, v in shards.merged(sums).items()}
+    if job.main:
+        fisher = Fisher(fisher_diag(total, n, config.n_timesteps), n, config, inputs["model"], inputs["latents"])
+        check_fisher(fisher.diag, damping=None, source=str(out_dir / FISHER_FILE))
+        fisher.save(out_dir)
+        zeros = sum(int((f == 0).sum()) for f in fisher.diag.values())
+        finish_stage(
+            out_dir,
+            config,
+            inputs,
+            content_hash=hash_tensors(fisher.diag),
+            extra={
+                "n_items": n,
+                "n_params": sum(f.numel() for f in fisher.diag.values()),
+                "n_zero_entries": zeros,
+                "mean_f": mean_fisher(fisher.diag),
+                "job": job.world,
+            },
+        )
+        shards.clear()
+    job.barrier()
     return out_dir
-
-
-def _save_partial(path: Path, sums: Params, done: int) -> None:
-    """Checkpoint the float64 sums and the number of items done."""
-    save_safetensors(path, sums, metadata={"items_done": str(done)})
-
-
-def _load_partial(path: Path, target: Params) -> tuple[Params, int]:
-    """The checkpointed sums (or zeros) and the items done so far."""
-    if not path.exists():
-        return {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in target.items()}, 0
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        done = int((f.metadata() or {}).get("items_done", "0"))
-    sums = load_safetensors(path)
-    if set(sums) != set(target) or any(sums[k].shape != target[k].shape for k in target):
-        raise SongtraceError(f"{path}: the partial Fisher does not match the target parameters; rerun with --overwrite")
-    return sums, done
 
 
 def mean_fisher(diag: Mapping[str, torch.Tensor]) -> float:

@@ -45,6 +45,10 @@ class Conditioning(NamedTuple):
         """The conditioning of a subset of items."""
         return Conditioning(*(x[index] for x in self))
 
+    def to(self, device: torch.device | str) -> Conditioning:
+        """The same conditioning on another device (no copy when it is already there)."""
+        return Conditioning(*(x.to(device) for x in self))
+
     @staticmethod
     def cat(conds: Sequence[Conditioning]) -> Conditioning:
         """Concatenate along the item axis."""
@@ -79,7 +83,11 @@ class Batch:
     def frame_mask(self) -> torch.Tensor:
         """[B, L] bool, True on real frames, False on padding."""
         length = self.latents.shape[-1]
-        return torch.arange(length)[None, :] < self.n_frames[:, None]
+        return torch.arange(length, device=self.n_frames.device)[None, :] < self.n_frames[:, None]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same items on another device (one copy per batch, before the inner loops; none when already there)."""
+        return Batch(ids=self.ids, **{k: getattr(self, k).to(device) for k in BATCH_DTYPES})
 
     def select(self, index: slice | list[int] | torch.Tensor) -> Batch:
         """A sub-batch (slice or index list)."""

@@ -54,20 +54,27 @@ def make_plan(
     latent_shape: tuple[int, int],
     seed: int,
     stratified: bool = True,
+    device: torch.device | str | None = None,
 ) -> NoisePlan:
     """Draw T timesteps and T noise tensors per item, seeded per (seed, item id).
 
     Stratified timesteps (one uniform draw in each of T equal bins) lower the variance of the
-    T-average without biasing it.
+    T-average without biasing it. The plan is drawn on `device` with that device's generator
+    (no host-device copy; CUDA draws differ from CPU draws, which is why the device is part of
+    every config that makes plans); on "meta" it has the shapes only (dry runs).
     """
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "meta":
+        b = len(ids)
+        return NoisePlan(torch.empty(b, n_timesteps, device=device), torch.empty(b, n_timesteps, *latent_shape, device=device))
     ts, noises = [], []
     for item_id in ids:
-        g = torch.Generator().manual_seed(item_seed(seed, item_id))
-        u = torch.rand(n_timesteps, generator=g, dtype=torch.float64)
+        g = torch.Generator(device=device).manual_seed(item_seed(seed, item_id))
+        u = torch.rand(n_timesteps, generator=g, dtype=torch.float64, device=device)
         if stratified:
-            u = (torch.arange(n_timesteps, dtype=torch.float64) + u) / n_timesteps
+            u = (torch.arange(n_timesteps, dtype=torch.float64, device=device) + u) / n_timesteps
         ts.append(u.clamp(1e-4, 1 - 1e-4).float())
-        noises.append(torch.randn(n_timesteps, *latent_shape, generator=g))
+        noises.append(torch.randn(n_timesteps, *latent_shape, generator=g, device=device))
     return NoisePlan(torch.stack(ts), torch.stack(noises))
 
 

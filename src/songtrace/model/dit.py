@@ -9,7 +9,10 @@ caption) is described in `songtrace.model.conditioning`.
 
 Attention is written out (matmul + softmax, masks via `torch.where`) with no in-place ops and no
 data-dependent control flow, so the model runs under `torch.func.vmap(torch.func.grad(...))` for
-per-sample gradients and under `functional_call`.
+per-sample gradients and under `functional_call`; `attention="sdpa"` uses torch's fused
+`scaled_dot_product_attention` instead (memory linear in the frames on a GPU, for 2-minute tracks).
+Every tensor a forward pass creates is made on the input's device, and layer norms run in float32
+under bf16 autocast (as CUDA's autocast policy does), so the model runs on any device and precision.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from songtrace.artifacts import StageConfig, check_positive
+from songtrace.artifacts import StageConfig, check_choice, check_positive
 from songtrace.codec.text import TEXT_DIM
 from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
@@ -43,6 +46,7 @@ class DiTConfig(StageConfig):
     timestep_features: int = 256
     timing_features: int = 64
     rotary_base: float = 10000.0
+    attention: str = "math"  # "math" (written out, the reference) or "sdpa" (torch's fused kernel)
 
     def __post_init__(self) -> None:
         """Validate every size, naming the bad one."""
@@ -55,6 +59,7 @@ class DiTConfig(StageConfig):
         for name in ("timestep_features", "timing_features"):
             if getattr(self, name) % 2:
                 raise SongtraceError(f"{name} must be even, got {getattr(self, name)}")
+        check_choice("attention", self.attention, ATTENTION)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -65,10 +70,12 @@ class DiTConfig(StageConfig):
 # --------------------------------------------------------------------------- pieces
 
 
-def rotary_tables(n: int, dim_head: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables `[n, dim_head]` of rotary position embeddings for positions 0..n-1."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim_head, 2, dtype=torch.float32) / dim_head))
-    freqs = torch.arange(n, dtype=torch.float32)[:, None] * inv_freq[None, :]
+def rotary_tables(
+    n: int, dim_head: int, base: float, dtype: torch.dtype, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables `[n, dim_head]` of rotary position embeddings for positions 0..n-1 (made on `device`)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim_head, 2, dtype=torch.float32, device=device) / dim_head))
+    freqs = torch.arange(n, dtype=torch.float32, device=device)[:, None] * inv_freq[None, :]
     freqs = torch.cat([freqs, freqs], dim=-1)
     return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
@@ -87,12 +94,37 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     return scores.softmax(dim=-1) @ v
 
 
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """The same with torch's `scaled_dot_product_attention` (flash / memory-efficient kernels where the device has them).
+
+    Every query here has at least one key to attend (the timing tokens, the global token), so no row is fully masked.
+    """
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+# attention implementation name -> function
+ATTENTION = {"math": attention, "sdpa": fused_attention}
+
+
+class LayerNorm(nn.LayerNorm):
+    """A LayerNorm computed in float32 whatever the input dtype (a no-op cast in fp32).
+
+    Under CPU bf16 autocast a bf16 input meets float32 weights, and vmap's layer-norm backward refuses
+    the mixed dtypes; CUDA's autocast runs layer norms in float32 anyway, so this is that policy everywhere.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
 class Attention(nn.Module):
     """Multi-head attention with stable-audio-tools' names: `to_qkv` (self) or `to_q` + `to_kv` (cross), `to_out`."""
 
-    def __init__(self, dim: int, heads: int, dim_context: int | None = None) -> None:
+    def __init__(self, dim: int, heads: int, dim_context: int | None = None, impl: str = "math") -> None:
         super().__init__()
         self.heads = heads
+        self.attend = ATTENTION[impl]
         self.cross = dim_context is not None
         if self.cross:
             self.to_q = nn.Linear(dim, dim, bias=False)
@@ -120,7 +152,7 @@ class Attention(nn.Module):
         q, k, v = self._split(q), self._split(k), self._split(v)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        out = attention(q, k, v, key_mask)
+        out = self.attend(q, k, v, key_mask)
         b, _, n, _ = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -152,13 +184,13 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm self-attention, cross-attention and feed-forward, each residual."""
 
-    def __init__(self, dim: int, heads: int, ff_mult: int) -> None:
+    def __init__(self, dim: int, heads: int, ff_mult: int, attention_impl: str = "math") -> None:
         super().__init__()
-        self.pre_norm = nn.LayerNorm(dim, bias=False)
-        self.self_attn = Attention(dim, heads)
-        self.cross_attend_norm = nn.LayerNorm(dim, bias=False)
-        self.cross_attn = Attention(dim, heads, dim_context=dim)
-        self.ff_norm = nn.LayerNorm(dim, bias=False)
+        self.pre_norm = LayerNorm(dim, bias=False)
+        self.self_attn = Attention(dim, heads, impl=attention_impl)
+        self.cross_attend_norm = LayerNorm(dim, bias=False)
+        self.cross_attn = Attention(dim, heads, dim_context=dim, impl=attention_impl)
+        self.ff_norm = LayerNorm(dim, bias=False)
         self.ff = FeedForward(dim, ff_mult)
 
     def forward(
@@ -199,7 +231,7 @@ class DiT(nn.Module):
             self.to_cond_embed = _mlp(c.cond_dim, c.width, bias=False)
             self.to_global_embed = _mlp(2 * c.cond_dim, c.width, bias=False)
             self.project_in = nn.Linear(c.latent_channels, c.width, bias=False)
-            self.layers = nn.ModuleList(TransformerBlock(c.width, c.heads, c.ff_mult) for _ in range(c.depth))
+            self.layers = nn.ModuleList(TransformerBlock(c.width, c.heads, c.ff_mult, c.attention) for _ in range(c.depth))
             self.project_out = nn.Linear(c.width, c.latent_channels, bias=False)
 
     def condition(self, t: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,7 +257,7 @@ class DiT(nn.Module):
         if frame_mask is not None:
             prepend = torch.ones(frame_mask.shape[0], 1, dtype=torch.bool, device=frame_mask.device)
             key_mask = torch.cat([prepend, frame_mask.bool()], dim=1)
-        rotary = rotary_tables(x.shape[1], self.config.width // self.config.heads, self.config.rotary_base, x.dtype)
+        rotary = rotary_tables(x.shape[1], self.config.width // self.config.heads, self.config.rotary_base, x.dtype, x.device)
         for layer in self.layers:
             x = layer(x, context, context_mask, key_mask, rotary)
         return self.project_out(x[:, 1:]).transpose(1, 2)

@@ -13,6 +13,11 @@ never look inside a model:
 - `last_layer_features(...)`: the last layer's input per frame and the prediction (representer points);
 - `identity()`: the content hash of the weights, the one model identity every artifact records.
 
+Devices and precision (the GPU path): `task.device` is where the module's weights live; `on_device`
+moves a module for a block and back, `runtime_device` turns a config's device name ("cpu", "cuda",
+"meta") into this process's device (under torchrun, the rank's own GPU), and `autocast` runs a
+block in a config's precision ("fp32", or "bf16" autocast; the loss is still summed in float32+).
+
 A module satisfies the forward convention `module(x_t [B, C, L], t [B], cond: Conditioning,
 frame_mask [B, L] | None) -> v [B, C, L]` and has a `latent_shape` (C, L). Subclasses say where
 the blocks and the last layer are; `task_for` picks the subclass for a module, and `as_task`
@@ -38,6 +43,11 @@ from songtrace.errors import SongtraceError
 
 GROUPS = ("to_kv", "cross_attn", "self_attn", "all")
 
+# precision name -> the autocast dtype of the block (None: plain float32)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+# device names a config may hold; "cuda" is this process's GPU (the rank's own under torchrun), "meta" runs shapes only
+DEVICES = ("cpu", "cuda", "meta")
+
 Params = Mapping[str, torch.Tensor]
 
 
@@ -50,6 +60,56 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.train(was_training)
+
+
+def check_device(name: str) -> None:
+    """Refuse a device name a config cannot hold, listing the valid ones."""
+    if name not in DEVICES:
+        raise SongtraceError(f"unknown device {name!r}; valid: {', '.join(DEVICES)} (under torchrun each rank uses its own GPU)")
+
+
+def check_precision(name: str) -> None:
+    """Refuse an unknown precision, listing the valid ones."""
+    if name not in PRECISIONS:
+        raise SongtraceError(f"unknown precision {name!r}; valid: {', '.join(PRECISIONS)}")
+
+
+def runtime_device(name: str) -> torch.device:
+    """The device a config's device name means in this process: "cuda" is the current GPU (set per rank by torchrun's launch)."""
+    check_device(name)
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SongtraceError("device 'cuda' asked for, but this torch build or machine has no CUDA GPU; use --device cpu")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name)
+
+
+@contextmanager
+def autocast(device: torch.device | str, precision: str) -> Iterator[None]:
+    """Run the block in `precision`: bf16 autocast on the device's type, or plain float32 ("fp32"; also always on "meta")."""
+    check_precision(precision)
+    dtype, kind = PRECISIONS[precision], torch.device(device).type
+    if dtype is None or kind == "meta":
+        yield
+        return
+    with torch.autocast(device_type=kind, dtype=dtype):
+        yield
+
+
+@contextmanager
+def on_device(module: nn.Module, device: torch.device | str) -> Iterator[nn.Module]:
+    """Move the module's weights to `device` for the block and back after (nothing to do when they are there already)."""
+    device = torch.device(device)
+    params = list(module.parameters())
+    before = params[0].device if params else device
+    if before == device:
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to(before)
 
 
 def _first_tensor(out: object) -> torch.Tensor:
@@ -103,6 +163,12 @@ class ModelTask:
         return tokens[:, -length:]
 
     # ----------------------------------------------------------------- the same for every model
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module's weights are (cpu for a module without parameters)."""
+        first = next(iter(self.module.parameters()), None)
+        return first.device if first is not None else torch.device("cpu")
 
     def params(self) -> dict[str, torch.Tensor]:
         """θ: the module's parameters, detached (a dict for `torch.func`)."""

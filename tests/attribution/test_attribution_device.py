@@ -1,0 +1,111 @@
+"""The device and precision plumbing of Fisher and scoring (the GPU path), checked on the CPU, meta and bf16 autocast."""
+
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from fixtures_model import synthetic_latent_set, tiny_dit
+from songtrace.attribution import FisherConfig, ScoreConfig, compute_fisher, score_many, split_params, target_params
+from songtrace.attribution.fisher import batch_square_sums
+from songtrace.attribution.score import item_losses
+from songtrace.diffusion.loss import make_plan
+from songtrace.errors import SongtraceError
+from songtrace.model.dit import DiT, DiTConfig
+from songtrace.model.task import as_task, autocast, on_device, runtime_device
+
+
+def test_configs_hold_a_device_and_a_precision_and_refuse_unknown_ones():
+    for cls in (FisherConfig, ScoreConfig):
+        c = cls(device="meta", precision="bf16")
+        assert cls.from_dict(c.to_dict()) == c and cls().device == "cpu" and cls().precision == "fp32"
+        with pytest.raises(SongtraceError, match="unknown device 'gpu'"):
+            cls(device="gpu")
+        with pytest.raises(SongtraceError, match="unknown precision 'fp16'"):
+            cls(precision="fp16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(SongtraceError, match="no CUDA GPU"):
+        runtime_device("cuda")
+
+
+def test_plans_are_drawn_on_the_device_and_cpu_draws_are_unchanged():
+    ids = ["a", "b"]
+    cpu = make_plan(ids, 3, (2, 5), 7)
+    again = make_plan(ids, 3, (2, 5), 7, device="cpu")
+    assert torch.equal(cpu.t, again.t) and torch.equal(cpu.noise, again.noise)
+    meta = make_plan(ids, 3, (2, 5), 7, device="meta")
+    assert meta.noise.device.type == "meta" and meta.noise.shape == cpu.noise.shape and meta.t.shape == cpu.t.shape
+
+
+def test_fisher_and_losses_run_on_meta_so_nothing_in_the_inner_loop_lives_on_the_host():
+    # a CPU tensor meeting a meta tensor raises, so these passes prove every tensor of the inner loops is made on the device
+    model = tiny_dit().to("meta")
+    task = as_task(model)
+    data = synthetic_latent_set()
+    batch = data.batch([0, 1, 2]).to("meta")
+    target, frozen = split_params(model, target_params(model, "all"))
+    sums = batch_square_sums(task, target, frozen, batch, FisherConfig(n_timesteps=3, sample_chunk=4, mask=True))
+    assert all(v.device.type == "meta" and v.dtype == torch.float64 and v.shape == target[k].shape for k, v in sums.items())
+    plan = make_plan(batch.ids, 4, task.latent_shape, 0, device="meta")
+    with torch.no_grad():
+        losses = item_losses(task, None, batch, plan, True, 2)
+    assert losses.shape == (3,) and losses.device.type == "meta"
+
+
+def test_a_stable_audio_sized_dit_builds_on_meta_and_runs_a_two_minute_forward():
+    config = DiTConfig(latent_channels=64, latent_length=2584, width=1536, depth=24, heads=24, text_dim=768, cond_dim=768,
+                       attention="sdpa")
+    with torch.device("meta"):
+        model = DiT(config)
+    assert 1.0e9 < model.num_params() < 1.3e9
+    task = as_task(model)
+    data = synthetic_latent_set(n=2, channels=64, length=2584)
+    batch = data.batch([0, 1]).to("meta")
+    batch.text = torch.empty(2, batch.text.shape[1], 768, device="meta")
+    plan = make_plan(batch.ids, 2, task.latent_shape, 0, device="meta")
+    with torch.no_grad():
+        assert task.loss(None, batch, plan, mask=True).shape == (2, 2)
+
+
+def test_on_device_leaves_a_module_that_is_already_there_untouched():
+    model = tiny_dit()
+    before = [p.data_ptr() for p in model.parameters()]
+    with on_device(model, "cpu"):
+        assert as_task(model).device.type == "cpu"
+    assert [p.data_ptr() for p in model.parameters()] == before
+
+
+def test_bf16_autocast_fisher_keeps_float_sums_and_stays_close_to_fp32():
+    model = tiny_dit()
+    data = synthetic_latent_set()
+    fp32 = compute_fisher(model, data, FisherConfig(n_timesteps=2, batch_size=3))
+    bf16 = compute_fisher(model, data, FisherConfig(n_timesteps=2, batch_size=3, precision="bf16"))
+    for k, f in fp32.diag.items():
+        assert bf16.diag[k].dtype == torch.float32 and bf16.diag[k].shape == f.shape
+        assert not torch.equal(bf16.diag[k], f)  # autocast did run in bf16
+        assert float((bf16.diag[k] - f).norm() / f.norm()) < 0.1
+
+
+def test_bf16_autocast_scores_rank_like_fp32():
+    model = tiny_dit()
+    data = synthetic_latent_set(n=24)
+    g = torch.Generator().manual_seed(0)
+    target, _ = split_params(model, target_params(model, "all"))
+    delta = {k: 3e-2 * torch.randn(v.shape, generator=g) for k, v in target.items()}
+    fp32 = score_many(model, [delta], data, ScoreConfig(n_timesteps=8, batch_size=6), False)[0]
+    bf16 = score_many(model, [delta], data, ScoreConfig(n_timesteps=8, batch_size=6, precision="bf16"), False)[0]
+    assert bf16.dtype == torch.float64 and not torch.equal(bf16, fp32)
+    assert spearmanr(fp32.numpy(), bf16.numpy()).statistic > 0.9
+
+
+def test_autocast_is_a_no_op_in_fp32_and_on_meta():
+    x = torch.randn(3, 4)
+    w = torch.randn(4, 2)
+    with autocast("cpu", "fp32"):
+        assert (x @ w).dtype == torch.float32
+    with autocast("cpu", "bf16"):
+        assert torch.nn.functional.linear(x, w.T).dtype == torch.bfloat16
+    with autocast("meta", "bf16"):
+        assert (x @ w).dtype == torch.float32
