@@ -1,30 +1,31 @@
-"""The `songtrace` command line: one command per stage, plus `demo`. A thin layer over the library."""
+"""The `songtrace` command line: one module per command group, each a thin layer over library calls.
+
+Adding a command module is one line here:
+
+1. write `songtrace/cli/NAME.py` with `register(app)`, which adds its commands (`app.command("x")(fn)`)
+   or its group (`app.add_typer(group, name="x")`); take shared options from `cli/options.py`,
+   import library code inside the command functions, and give each command a docstring with an
+   `Example:` line and `--json` when it produces a result a script reads;
+2. add `"songtrace.cli.NAME"` to COMMAND_MODULES below (its place is the order of `songtrace --help`).
+
+A module that needs an optional extra should import it inside its command, so that the command
+is listed and says which extra to install. One that cannot be imported because an extra is
+missing is not skipped silently: the CLI says which extra its commands need.
+
+Importing this package has no side effects and does not load torch: `main()` (the `songtrace`
+console script, and `python -m songtrace.cli`) sets OMP_WAIT_POLICY first, then builds the app;
+`songtrace.cli.app` (for CliRunner and embedding) is built on first access.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
+from typing import Any
 
-# Idle OpenMP threads spin by default, which collapses torch's speed when another process shares the
-# cores (measured: 2 threads fell from 7.4 to 0.3 DiT steps/s). Passive waiting costs nothing alone.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import typer
-
-from songtrace.cli.options import console
-from songtrace.errors import SongtraceError
-
-app = typer.Typer(
-    name="songtrace",
-    help="Training-data attribution and opt-out unlearning for text-to-music latent diffusion models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-# Each stage module exposes `register(app)`; the order here is the order of `songtrace --help`.
-STAGE_MODULES = (
+COMMAND_MODULES = (
     "songtrace.cli.world",
     "songtrace.cli.codec",
     "songtrace.cli.model",
@@ -36,38 +37,44 @@ STAGE_MODULES = (
     "songtrace.cli.demo",
 )
 
-for _name in STAGE_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _e:
-        if _e.name != _name:
-            raise
-        continue
-    _module.register(app)
+HELP = "Training-data attribution and opt-out unlearning for text-to-music latent diffusion models."
 
 
-def main() -> None:
-    """Entry point: run the app, turning `SongtraceError` into a clear message and exit code 2."""
-    threads = os.environ.get("SONGTRACE_THREADS")
-    if threads:
-        import torch
+@functools.cache
+def build_app(modules: tuple[str, ...] = COMMAND_MODULES) -> Any:
+    """The typer app with every command module of `modules` registered."""
+    import typer
 
-        torch.set_num_threads(int(threads))
-    try:
-        app(standalone_mode=False)
-    except SongtraceError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
-        sys.exit(2)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
+    from songtrace.cli.errors import missing_extra_message
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+    app = typer.Typer(name="songtrace", help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            message = missing_extra_message(e, f"the commands of {name}")
+            if message is None:
+                raise
+            from songtrace.cli.options import console
 
+            console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+            continue
+        module.register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: tune OpenMP before torch loads, run the app, and turn every refusal into one line on stderr and exit code 2."""
+    # Idle OpenMP threads spin by default, which collapses torch's speed when another process shares the
+    # cores (measured: 2 threads fell from 7.4 to 0.3 DiT steps/s). Passive waiting costs nothing alone.
+    # OpenMP reads this once, when torch first loads, so it is set here before anything imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from songtrace.cli.errors import run_reporting_errors
+
+    sys.exit(run_reporting_errors(build_app, argv))

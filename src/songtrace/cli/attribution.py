@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import (
+    CodecOption,
+    FisherOption,
+    HomeOption,
+    JsonOption,
+    LatentsOption,
+    ModelOption,
+    OutDirOption,
+    OverwriteOption,
+    QueryOption,
+    SeedOption,
+    TopOption,
+    artifact_dir,
+    console,
+    name_option,
+    print_json,
+)
 
-ModelOption = Annotated[str, typer.Option("--model", help="Model name under <home>/models, or a model directory.")]
-LatentsOption = Annotated[str, typer.Option("--latents", help="Latent cache name under <home>/latents, or its directory.")]
 GroupOption = Annotated[
     str, typer.Option("--group", help="Target layers: to_kv, cross_attn, self_attn, all, or a regex over parameter names (re:...).")
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the timesteps and noise (drawn per item id).")]
 
 
 def fisher(
@@ -28,19 +40,24 @@ def fisher(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training items per batch.")] = 8,
     sample_chunk: Annotated[int, typer.Option("--sample-chunk", help="(item, timestep) samples per vmap call; bounds memory.")] = 64,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save partial sums every this many batches.")] = 10,
-    name: Annotated[str, typer.Option("--name", help="Name of the Fisher to write (under <home>/fisher).")] = "demo",
+    name: Annotated[str, name_option("fisher")] = "demo",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Fit the diagonal Fisher F = mean over items and timesteps of squared per-sample gradients (resumes if interrupted)."""
+    """Fit the diagonal Fisher F = mean over items and timesteps of squared per-sample gradients (resumes if interrupted).
+
+    The seed draws the timesteps and noise, per item id. `attribute` and `selfinfluence` read the Fisher by --name.
+
+    Example: songtrace fisher --model demo --latents demo --timesteps 16 --name demo
+    """
     from songtrace.artifacts import read_json
     from songtrace.attribution.fisher import FisherConfig, fit_fisher
-    from songtrace.home import resolve_artifact, stage_dir
+    from songtrace.home import stage_dir
 
     config = FisherConfig(group=group, n_timesteps=timesteps, seed=seed, mask=mask, batch_size=batch_size, sample_chunk=sample_chunk)
     out = stage_dir(home, "fisher", name)
-    fit_fisher(resolve_artifact(home, "models", model), resolve_artifact(home, "latents", latents), config, out,
+    fit_fisher(artifact_dir(home, "model", model), artifact_dir(home, "latents", latents), config, out,
                overwrite=overwrite, checkpoint_every=checkpoint_every)
     record = read_json(out / "config.json")
     summary = {"fisher_dir": str(out), **{k: record.get(k) for k in ("n_items", "n_params", "n_zero_entries", "mean_f", "content_hash")},
@@ -53,12 +70,9 @@ def fisher(
 
 
 def attribute(
-    query: Annotated[
-        list[str],
-        typer.Option("--query", "-q", help="train:ID, PATH.latent.safetensors, PATH.wav|.flac, or prompt:TEXT@SEED; repeat for several."),
-    ],
-    top: Annotated[int, typer.Option("--top", help="Rows of the ranking to print.")] = 20,
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <home>/runs/attribute/<run hash>).")] = None,
+    query: QueryOption,
+    top: TopOption = 20,
+    out: OutDirOption = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Unlearning learning rate η (default: selfinfluence's best).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Unlearning steps (1-4), gradient re-evaluated each step.")] = None,
     group: Annotated[str | None, typer.Option("--group", help="Target layers: to_kv, cross_attn, self_attn, all, or re:REGEX.")] = None,
@@ -71,8 +85,8 @@ def attribute(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training items per scoring batch.")] = 16,
     model: ModelOption = "demo",
     latents: LatentsOption = "demo",
-    fisher_name: Annotated[str, typer.Option("--fisher", help="Fisher name under <home>/fisher, or its directory.")] = "demo",
-    codec: Annotated[str, typer.Option("--codec", help="Codec name or directory (for audio queries).")] = "demo",
+    fisher_name: FisherOption = "demo",
+    codec: CodecOption = "demo",
     caption: Annotated[str | None, typer.Option("--caption", help="Caption of an audio query (default: none).")] = None,
     seconds: Annotated[float | None, typer.Option("--seconds", help="Seconds to generate for a prompt query (default: full).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the base losses L(z_i, θ0) instead of using the cache.")] = False,
@@ -80,15 +94,21 @@ def attribute(
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0)."""
+    """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0).
+
+    Unlearning settings not given here come from `songtrace selfinfluence`'s best configuration for the same model.
+    The seed draws the timesteps and noise, per item id. The codec decodes audio queries.
+
+    Example: songtrace attribute --query x.latent.safetensors --query "prompt:a chorale@0" --top 20 --out run/ --json
+    """
     from songtrace.artifacts import hash_json
     from songtrace.attribution.run import AttributeConfig, default_unlearn_config
     from songtrace.attribution.run import attribute as run_attribute
     from songtrace.attribution.score import ScoreConfig
     from songtrace.errors import SongtraceError
-    from songtrace.home import resolve_artifact, resolve_home
+    from songtrace.home import resolve_home
 
-    model_dir = resolve_artifact(home, "models", model)
+    model_dir = artifact_dir(home, "model", model)
     base, source = default_unlearn_config(home, model_dir)
     if source is not None:
         console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
@@ -102,12 +122,12 @@ def attribute(
         raise SongtraceError(f"--top must be >= 1, got {top}")
     run_name = hash_json({"config": config.to_dict(), "queries": list(query)})[:16]
     out_dir = out if out is not None else resolve_home(home) / "runs" / "attribute" / run_name
-    codec_dir = resolve_artifact(home, "codecs", codec)
+    codec_dir = artifact_dir(home, "codec", codec)
     run = run_attribute(
         query, config,
         model_dir=model_dir,
-        latents_dir=resolve_artifact(home, "latents", latents),
-        fisher_dir=resolve_artifact(home, "fisher", fisher_name),
+        latents_dir=artifact_dir(home, "latents", latents),
+        fisher_dir=artifact_dir(home, "fisher", fisher_name),
         out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
         caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache,
     )

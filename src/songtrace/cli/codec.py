@@ -6,31 +6,43 @@ from typing import Annotated
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import (
+    CodecOption,
+    HomeOption,
+    JsonOption,
+    OverwriteOption,
+    SeedOption,
+    WorldOption,
+    artifact_dir,
+    console,
+    name_option,
+    print_json,
+)
 from songtrace.home import stage_dir
 
 codec_app = typer.Typer(help="Train the audio <-> latent codec.", no_args_is_help=True)
-
-WorldOption = Annotated[str, typer.Option("--world", help="Name of the world to read (under <home>/worlds).")]
 
 
 @codec_app.command("train")
 def train(
     world: WorldOption = "demo",
-    name: Annotated[str, typer.Option("--name", help="Name of the codec to write (under <home>/codecs).")] = "demo",
+    name: Annotated[str, name_option("codecs")] = "demo",
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: the config's).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for init and batches.")] = 0,
+    seed: SeedOption = 0,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Train the codec on a world's train split and report reconstruction quality on its valid split."""
+    """Train the codec on a world's train split and report reconstruction quality on its valid split (resumes if interrupted).
+
+    Example: songtrace codec train --world demo --name demo
+    """
     from songtrace.codec.config import CodecConfig
     from songtrace.codec.train import train_codec
 
     config = CodecConfig(seed=seed) if steps is None else CodecConfig(steps=steps, seed=seed)
     out = stage_dir(home, "codecs", name)
-    metrics = train_codec(config, stage_dir(home, "worlds", world), out, overwrite=overwrite)
+    metrics = train_codec(config, artifact_dir(home, "world", world), out, overwrite=overwrite)
     if json:
         print_json({"codec_dir": str(out), **metrics})
         return
@@ -44,21 +56,24 @@ def train(
 
 def encode(
     world: WorldOption = "demo",
-    codec: Annotated[str, typer.Option("--codec", help="Name of the codec to use (under <home>/codecs).")] = "demo",
-    name: Annotated[str, typer.Option("--name", help="Name of the latent cache to write (under <home>/latents).")] = "demo",
+    codec: CodecOption = "demo",
+    name: Annotated[str, name_option("latents")] = "demo",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tracks encoded at once.")] = 16,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Encode every track of a world into the latent cache that training, Fisher and scoring read."""
+    """Encode every track of a world into the latent cache that training, Fisher and scoring read.
+
+    Example: songtrace encode --world demo --codec demo --name demo
+    """
     from songtrace.codec.config import EncodeConfig
     from songtrace.codec.encode import encode_world
 
     out = stage_dir(home, "latents", name)
     latents = encode_world(
-        stage_dir(home, "worlds", world),
-        stage_dir(home, "codecs", codec),
+        artifact_dir(home, "world", world),
+        artifact_dir(home, "codec", codec),
         out,
         overwrite=overwrite,
         config=EncodeConfig(batch_size=batch_size),

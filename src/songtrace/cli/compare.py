@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json as jsonlib
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from songtrace.attribution.unlearn import UnlearnConfig
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import (
+    CodecOption,
+    EmbedderOption,
+    FisherOption,
+    HomeOption,
+    JsonOption,
+    LatentsOption,
+    ModelOption,
+    OutDirOption,
+    OverwriteOption,
+    SeedOption,
+    WorldOption,
+    artifact_dir,
+    console,
+    print_json,
+)
 from songtrace.errors import SongtraceError
 
 
@@ -38,12 +52,11 @@ def split_methods(methods: list[str] | None) -> tuple[str, ...] | None:
 
 def compare(
     queries: Annotated[int, typer.Option("--queries", help="Tracks to generate from diverse prompts (the paper: 16).")] = 16,
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <home>/runs/compare/<config hash>).")] = None,
+    out: OutDirOption = None,
     methods: Annotated[list[str] | None, typer.Option("--methods", help="Methods (repeat or comma-separate); default: all.")] = None,
     reference: Annotated[str, typer.Option("--reference", help="Method whose ranking orders Fig. 1.")] = "unlearning",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of prompts, generations, planted queries and the baselines' noise.")] = 0,
-    embedder: Annotated[str, typer.Option("--embedder", help="Embedder of the embedding baseline: auto (songclap if trained, else dsp), "
-                                          "dsp, songclap, clap, a path.")] = "auto",
+    seed: SeedOption = 0,
+    embedder: EmbedderOption = "auto",
     seconds: Annotated[float | None, typer.Option("--seconds", help="Length of generated tracks (default: the prompt's track's).")] = None,
     sampler_steps: Annotated[int, typer.Option("--sampler-steps", help="Sampler steps per generation.")] = 50,
     cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = 3.0,
@@ -60,20 +73,26 @@ def compare(
     score_timesteps: Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring τ.")] = 32,
     option: Annotated[list[str] | None, typer.Option("--option", help="Per-method option METHOD.KEY=VALUE (JSON value), e.g. "
                                                      "gradient.dim=512; repeatable.")] = None,
-    model: Annotated[str, typer.Option("--model", help="Model name under <home>/models, or a directory.")] = "demo",
-    codec: Annotated[str, typer.Option("--codec", help="Codec name under <home>/codecs, or a directory.")] = "demo",
-    latents: Annotated[str, typer.Option("--latents", help="Latent cache name under <home>/latents, or a directory.")] = "demo",
-    world: Annotated[str, typer.Option("--world", help="World name under <home>/worlds, or a directory (the audio).")] = "demo",
-    fisher: Annotated[str, typer.Option("--fisher", help="Fisher name under <home>/fisher, or a directory (for unlearning).")] = "demo",
+    model: ModelOption = "demo",
+    codec: CodecOption = "demo",
+    latents: LatentsOption = "demo",
+    world: WorldOption = "demo",
+    fisher: FisherOption = "demo",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Compare unlearning with the CLAP-, CLEWS-, LPIPS-like, RPS and gradient baselines (seed 002, Figs. 1-2)."""
+    """Compare unlearning with the CLAP-, CLEWS-, LPIPS-like, RPS and gradient baselines (seed 002, Figs. 1-2).
+
+    The seed draws the prompts, generations, planted queries and the baselines' noise; --embedder is the embedding
+    baseline's; the Fisher is read for unlearning.
+
+    Example: songtrace compare --queries 16 --methods unlearning,embedding,activations --out cmp/ --json
+    """
     from songtrace.attribution.score import ScoreConfig
     from songtrace.attribution.unlearn import UnlearnConfig
     from songtrace.compare.run import ALL_METHODS, CompareConfig, run_compare
-    from songtrace.home import resolve_artifact, resolve_home
+    from songtrace.home import resolve_home
 
     config = CompareConfig(
         queries=queries, methods=split_methods(methods) or ALL_METHODS, reference=reference, seed=seed, embedder=embedder,
@@ -84,9 +103,9 @@ def compare(
         score=ScoreConfig(n_timesteps=score_timesteps, seed=seed), options=parse_options(option or []),
     )
     out_dir = out or resolve_home(home) / "runs" / "compare" / config.config_hash()
-    fisher_dir = resolve_artifact(home, "fisher", fisher) if "unlearning" in config.methods else None
-    summary = run_compare(config, resolve_artifact(home, "models", model), resolve_artifact(home, "codecs", codec),
-                          resolve_artifact(home, "latents", latents), resolve_artifact(home, "worlds", world), out_dir,
+    fisher_dir = artifact_dir(home, "fisher", fisher) if "unlearning" in config.methods else None
+    summary = run_compare(config, artifact_dir(home, "model", model), artifact_dir(home, "codec", codec),
+                          artifact_dir(home, "latents", latents), artifact_dir(home, "world", world), out_dir,
                           fisher_dir=fisher_dir, home=home, overwrite=overwrite)
     summary = {"out_dir": str(out_dir), **summary}
     if json:

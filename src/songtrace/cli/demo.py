@@ -18,7 +18,7 @@ import numpy as np
 import typer
 
 from songtrace.artifacts import StageConfig, check_positive, read_json, write_json
-from songtrace.cli.options import HomeOption, JsonOption, console, print_json
+from songtrace.cli.options import HomeOption, JsonOption, SeedOption, console, print_json
 from songtrace.home import resolve_home, stage_dir
 
 
@@ -189,12 +189,18 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
         quick: Annotated[bool, typer.Option("--quick", help="A tiny world and a few training steps (about a minute).")] = False,
         tracks: Annotated[int | None, typer.Option(help="Number of tracks in the demo world.")] = None,
+        seed: SeedOption = 0,
         as_json: JsonOption = False,
     ) -> None:
-        """Run the whole offline demo: world, codec, model, generations, conditioning check, attribution."""
+        """Run the whole offline demo: world, codec, model, generations, conditioning check, attribution.
+
+        Each stage skips when its artifact is already there with the same config, so a rerun is quick and an
+        interrupted demo resumes. Writes <home>/demo/summary.json.
+
+        Example: songtrace demo --quick --home /tmp/quick
+        """
         config = DemoConfig.quick() if quick else DemoConfig()
-        if tracks is not None:
-            config = dataclasses.replace(config, tracks=tracks)
+        config = dataclasses.replace(config, seed=seed, **({} if tracks is None else {"tracks": tracks}))
         summary = run_demo(config, home)
         if as_json:
             print_json(summary)

@@ -2,43 +2,46 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
-
-WorldOption = Annotated[str, typer.Option("--world", help="World name under <home>/worlds, or a world directory.")]
-EmbedderOption = Annotated[
-    str, typer.Option("--embedder", help="dsp, songclap, clap, laion-clap, openl3, a name under <home>/embedders, or a path to weights.")
-]
-
-
-def _world_dir(home: Path | None, world: str) -> Path:
-    from songtrace.home import stage_dir
-
-    path = Path(world)
-    return path if (path / "config.json").exists() else stage_dir(home, "worlds", world)
+from songtrace.cli.options import (
+    EmbedderOption,
+    HomeOption,
+    JsonOption,
+    OverwriteOption,
+    SeedOption,
+    WorldOption,
+    artifact_dir,
+    console,
+    name_option,
+    print_json,
+)
 
 
 def train(
     world: WorldOption = "demo",
-    name: Annotated[str, typer.Option("--name", help="Name of the embedder to write (under <home>/embedders).")] = "songclap",
+    name: Annotated[str, name_option("embedders")] = "songclap",
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: the config's).")] = None,
     window: Annotated[float | None, typer.Option("--window", help="Window seconds (default: scaled to the world).")] = None,
     hop: Annotated[float | None, typer.Option("--hop", help="Hop in seconds (default: scaled to the world; 1 s).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, crops and gains.")] = 0,
+    seed: SeedOption = 0,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Train songclap, the contrastive audio-text embedder, on a world; report held-out retrieval vs random."""
+    """Train songclap, the contrastive audio-text embedder, on a world; report held-out retrieval vs random.
+
+    The seed draws the initial weights, the crops and the gains.
+
+    Example: songtrace embedder train --world demo --name songclap
+    """
     from songtrace.embedders.songclap_train import config_for_world, train_songclap
     from songtrace.home import stage_dir
 
     overrides = {k: v for k, v in {"steps": steps, "window_seconds": window, "hop_seconds": hop}.items() if v is not None}
-    world_dir = _world_dir(home, world)
+    world_dir = artifact_dir(home, "world", world)
     config = config_for_world(world_dir, seed=seed, **overrides)
     out = stage_dir(home, "embedders", name)
     metrics = train_songclap(config, world_dir, out, overwrite=overwrite)
@@ -60,13 +63,17 @@ def embed(
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Embed every track of a world (windows and pooled vectors) into <home>/embeddings/<world>-<embedder>."""
+    """Embed every track of a world (windows and pooled vectors) into <home>/embeddings/<world>-<embedder>.
+
+    Example: songtrace embedder embed --world demo --embedder songclap --json
+    """
     from songtrace.embedders import load_embedder
+    from songtrace.embedders.registry import resolve_embedder_name
     from songtrace.embedders.world import embed_world
     from songtrace.home import stage_dir
 
-    model = load_embedder(embedder, home=home)
-    world_dir = _world_dir(home, world)
+    model = load_embedder(resolve_embedder_name(embedder, home), home=home)
+    world_dir = artifact_dir(home, "world", world)
     out = stage_dir(home, "embeddings", f"{world_dir.name}-{model.name}")
     summary = embed_world(world_dir, model, out, overwrite=overwrite)
     if json:
@@ -84,12 +91,16 @@ def fd(
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Frechet distance between two audio sets under an embedder, with the fadtk FD-infinity extrapolation."""
+    """Frechet distance between two audio sets under an embedder, with the fadtk FD-infinity extrapolation.
+
+    Example: songtrace fd world:demo:train:half=0 world:demo:train:half=1 --embedder songclap --json
+    """
     from songtrace.embedders import load_embedder
+    from songtrace.embedders.registry import resolve_embedder_name
     from songtrace.metrics.fd import fd_between
     from songtrace.world.tracks import parse_source
 
-    model = load_embedder(embedder, home=home)
+    model = load_embedder(resolve_embedder_name(embedder, home), home=home)
     a, b = parse_source(reference, home), parse_source(evaluated, home)
     result = fd_between(model, a.waves, b.waves, a.sr, per=per, sr_b=b.sr)
     if json:

@@ -1,4 +1,10 @@
-"""Options and output helpers shared by every CLI command (kept apart from the library code)."""
+"""Options and output helpers shared by every command, declared once here (kept apart from the library code).
+
+An artifact option (`--model`, `--latents`, `--world`, `--codec`, `--fisher`) takes a name under
+`<home>/<stage>/` or a directory path; `artifact_dir(home, "model", value)` resolves it the way
+`songtrace.home.resolve_artifact` does for a Python caller. `--home` and `--out` are checked as the
+command line is parsed, so a path that is a file is a one-line usage error before any work starts.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,83 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+console = Console(stderr=True)
+
+# option name -> the stage directory under <home> its names live in
+ARTIFACT_STAGES = {"model": "models", "latents": "latents", "world": "worlds", "codec": "codecs", "fisher": "fisher"}
+
+
+def _directory_or_new(value: Path | None) -> Path | None:
+    """Refuse a path that exists and is not a directory (a directory option given a file)."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is a file, not a directory")
+    return value
+
+
+def _file_or_new(value: Path | None) -> Path | None:
+    """Refuse a file path that is an existing directory, or whose parent is a file."""
+    if value is None:
+        return value
+    if value.is_dir():
+        raise typer.BadParameter(f"{value} is a directory; give the path of a file to write")
+    parent = next((p for p in value.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise typer.BadParameter(f"{parent} is a file, not a directory")
+    return value
+
+
+def _artifact_option(name: str, what: str) -> Any:
+    return typer.Option(f"--{name}", help=f"{what}: a name under <home>/{ARTIFACT_STAGES[name]}, or its directory.")
+
+
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="Data directory for worlds, checkpoints and caches (default: $SONGTRACE_HOME, else ./songtrace-data)."),
+    typer.Option("--home", callback=_directory_or_new,
+                 help="Data directory for worlds, checkpoints and caches (default: $SONGTRACE_HOME, else ./songtrace-data)."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts); messages go to stderr.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact made with a different config.")]
+SeedOption = Annotated[
+    int, typer.Option("--seed", help="Seed of every random choice the command makes (same seed, same inputs: same result).")
+]
+OutDirOption = Annotated[
+    Path | None,
+    typer.Option("--out", callback=_directory_or_new, help="Output directory (default: <home>/runs/<command>/<hash of the inputs>)."),
+]
 
-console = Console(stderr=True)
+ModelOption = Annotated[str, _artifact_option("model", "Model")]
+LatentsOption = Annotated[str, _artifact_option("latents", "Latent cache")]
+WorldOption = Annotated[str, _artifact_option("world", "World (the audio, captions and artists)")]
+CodecOption = Annotated[str, _artifact_option("codec", "Codec (latents <-> audio)")]
+FisherOption = Annotated[str, _artifact_option("fisher", "Diagonal Fisher")]
+
+QueryOption = Annotated[
+    list[str],
+    typer.Option("--query", "-q", help="train:ID, PATH.latent.safetensors, PATH.wav|.flac, or prompt:TEXT@SEED; repeat for several."),
+]
+TopOption = Annotated[int, typer.Option("--top", help="Rows of the ranking to print (and to put in --json).")]
+EmbedderOption = Annotated[
+    str,
+    typer.Option("--embedder", help="auto (songclap if trained, else dsp), dsp, songclap, clap, laion-clap, openl3, "
+                                    "a name under <home>/embedders, or a path to weights."),
+]
+
+
+def name_option(stage: str) -> Any:
+    """`--name` of the artifact a command writes, under `<home>/<stage>/`."""
+    return typer.Option("--name", help=f"Name of the artifact to write (a directory under <home>/{stage}).")
+
+
+def out_file_option(help: str) -> Any:
+    """`--out` naming a file to write (refused as the line is parsed if it is a directory)."""
+    return typer.Option("--out", callback=_file_or_new, help=help)
+
+
+def artifact_dir(home: Path | None, option: str, value: str | Path) -> Path:
+    """The directory an artifact option names: an existing artifact directory as given, else `<home>/<stage>/<value>`."""
+    from songtrace.home import resolve_artifact
+
+    return resolve_artifact(home, ARTIFACT_STAGES[option], value)
 
 
 def print_json(obj: Any) -> None:

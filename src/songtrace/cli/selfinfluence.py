@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import (
+    CodecOption,
+    EmbedderOption,
+    FisherOption,
+    HomeOption,
+    JsonOption,
+    LatentsOption,
+    ModelOption,
+    OutDirOption,
+    OverwriteOption,
+    SeedOption,
+    WorldOption,
+    console,
+    print_json,
+)
 from songtrace.errors import SongtraceError
 
 
@@ -30,7 +43,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def selfinfluence(
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <home>/runs/selfinfluence/<config hash>).")] = None,
+    out: OutDirOption = None,
     targets: Annotated[int, typer.Option("--targets", help="k-means targets, one per cluster (capped at a quarter of the items).")] = 40,
     stage_a_targets: Annotated[int, typer.Option("--stage-a-targets", help="Targets of stage A (lr x steps).")] = 4,
     lrs: Annotated[str, typer.Option("--lrs", help="Learning rates, comma-separated (relative update sizes with --lr-mode relative).")] = (
@@ -46,21 +59,28 @@ def selfinfluence(
     score_timesteps: Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring.")] = 4,
     unlearn_timesteps: Annotated[int, typer.Option("--unlearn-timesteps", help="Timesteps T of the target's unlearning loss.")] = 64,
     damping: Annotated[float, typer.Option("--damping", help="Damping added to F (relative to mean F by default).")] = 1e-3,
-    embedder: Annotated[str, typer.Option("--embedder", help="auto (songclap if trained, else dsp), a name or a path.")] = "auto",
+    embedder: EmbedderOption = "auto",
     fd: Annotated[bool, typer.Option("--fd/--no-fd", help="Measure FD of a few generations before/after unlearning.")] = True,
     fd_prompts: Annotated[int, typer.Option("--fd-prompts", help="Generations per FD measurement.")] = 6,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of targets, timesteps and noise.")] = 0,
-    model: Annotated[str, typer.Option("--model", help="Model name under <home>/models, or a model directory.")] = "demo",
-    latents: Annotated[str, typer.Option("--latents", help="Latent cache name or directory.")] = "demo",
-    world: Annotated[str, typer.Option("--world", help="World name or directory (audio for embeddings, version groups).")] = "demo",
-    fisher: Annotated[str, typer.Option("--fisher", help="Fisher name or directory (fitted over all weights if missing).")] = "demo",
-    codec: Annotated[str, typer.Option("--codec", help="Codec name or directory (decodes generations for FD).")] = "demo",
+    seed: SeedOption = 0,
+    model: ModelOption = "demo",
+    latents: LatentsOption = "demo",
+    world: WorldOption = "demo",
+    fisher: FisherOption = "demo",
+    codec: CodecOption = "demo",
     no_save_best: Annotated[bool, typer.Option("--no-save-best", help="Do not write <home>/attribution/best_config.json.")] = False,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Tune unlearning by self-influence: unlearn k-means targets, score the training set, find the best lr/steps/group/mask (resumable)."""
+    """Tune unlearning by self-influence: unlearn k-means targets, score the training set, find the best lr/steps/group/mask (resumable).
+
+    The best configuration is saved per model, and `songtrace attribute` starts from it. The seed draws the targets,
+    timesteps and noise; the world gives the audio for embeddings and the version groups; the Fisher is fitted over
+    all weights if missing; the codec decodes generations for FD.
+
+    Example: songtrace selfinfluence --targets 40 --out si/ --json
+    """
     from songtrace.selfinfluence.inputs import selfinfluence_from_dirs
     from songtrace.selfinfluence.run import SelfInfluenceConfig
 

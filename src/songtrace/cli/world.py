@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, SeedOption, artifact_dir, console, name_option, print_json
 from songtrace.home import stage_dir
 
 world_app = typer.Typer(help="Build the offline demo world, or import your own audio with captions.", no_args_is_help=True)
 
-NameOption = Annotated[str, typer.Option("--name", help="Name of the world (under <home>/worlds).")]
+NameOption = Annotated[str, name_option("worlds")]
 RateOption = Annotated[int, typer.Option("--sample-rate", help="Sample rate of the world's audio (Hz).")]
 CAPTIONS_HELP = "CSV with columns file, caption, artist (optional: title, genre, instruments, bpm, key, meter, version_group)."
 MaxSecondsOption = Annotated[float, typer.Option("--max-seconds", help="Longest track, in seconds (longer audio is cropped).")]
@@ -35,7 +35,7 @@ def _print_summary(summary: dict, seconds: float | None = None) -> None:
 @world_app.command("build")
 def build(
     tracks: Annotated[int, typer.Option("--tracks", help="Number of tracks.")] = 400,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice (same seed, same world).")] = 0,
+    seed: SeedOption = 0,
     max_seconds: MaxSecondsOption = 12.0,
     sample_rate: RateOption = 16000,
     workers: Annotated[int, typer.Option("--workers", help="Processes rendering in parallel (the world is the same for any value).")] = 1,
@@ -44,7 +44,12 @@ def build(
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Render the demo world from music21's corpus with a General MIDI SoundFont (resumes if interrupted)."""
+    """Render the demo world from music21's corpus with a General MIDI SoundFont (resumes if interrupted).
+
+    The same seed gives the same world, for any --workers.
+
+    Example: songtrace world build --tracks 400 --max-seconds 12 --workers 2
+    """
     from songtrace.world.build import build_world
     from songtrace.world.config import WorldConfig
     from songtrace.world.world import load_world
@@ -67,13 +72,18 @@ def import_(
     sample_rate: RateOption = 16000,
     max_seconds: MaxSecondsOption = 12.0,
     skip_unlisted: Annotated[bool, typer.Option("--skip-unlisted", help="Skip audio files the CSV does not list (else an error).")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/valid split.")] = 0,
+    seed: SeedOption = 0,
     name: NameOption = "demo",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Import your own folder of audio with captions and artists as a world."""
+    """Import your own folder of audio with captions and artists as a world.
+
+    The seed draws the train/valid split. Audio is resampled to --sample-rate, mixed to mono and cropped to --max-seconds.
+
+    Example: songtrace world import ~/music --captions ~/music/captions.csv --name mine
+    """
     from songtrace.world.config import ImportConfig
     from songtrace.world.importer import import_world
     from songtrace.world.world import load_world
@@ -88,11 +98,18 @@ def import_(
 
 
 @world_app.command("info")
-def info(name: NameOption = "demo", home: HomeOption = None, json: JsonOption = False) -> None:
-    """Describe a world: artists with catalogue sizes, durations, splits, planted versions."""
+def info(
+    name: Annotated[str, typer.Option("--name", help="World to describe: a name under <home>/worlds, or its directory.")] = "demo",
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Describe a world: artists with catalogue sizes, durations, splits, planted versions.
+
+    Example: songtrace world info --name demo --json
+    """
     from songtrace.world.world import load_world
 
-    summary = load_world(stage_dir(home, "worlds", name)).summary()
+    summary = load_world(artifact_dir(home, "world", name)).summary()
     if json:
         print_json(summary)
         return
