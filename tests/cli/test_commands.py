@@ -1,0 +1,72 @@
+"""Every command: a worked example in its --help, --home and --json; every command module registered; a missing extra named."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer.main
+from typer.testing import CliRunner
+
+import songtrace.cli
+from songtrace.cli import COMMAND_MODULES, app, build_app
+from songtrace.cli.errors import missing_extra_message
+
+
+def _leaf_commands(command, path=("songtrace",)):
+    subs = getattr(command, "commands", None)
+    if subs is None:
+        yield " ".join(path), command
+        return
+    for name, sub in subs.items():
+        yield from _leaf_commands(sub, (*path, name))
+
+
+def test_every_command_has_a_worked_example_home_and_json():
+    commands = dict(_leaf_commands(typer.main.get_command(app)))
+    assert len(commands) >= 16
+    for path, command in commands.items():
+        help_text = command.help or ""
+        examples = [line.strip() for line in help_text.splitlines() if line.strip().startswith("Example: ")]
+        assert examples, f"{path}: no 'Example: ' line in its help"
+        assert all(e.removeprefix("Example: ").startswith(path + " ") for e in examples), (path, examples)
+        options = {opt for p in command.params for opt in p.opts}
+        assert {"--home", "--json"} <= options, f"{path} lacks --home or --json"
+
+
+def test_the_readme_lists_every_command_with_its_example():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]
+    for path, command in _leaf_commands(typer.main.get_command(app)):
+        example = next(line.strip() for line in command.help.splitlines() if line.strip().startswith("Example: "))
+        assert f"`{path.removeprefix('songtrace ')}`" in section and f"`{example.removeprefix('Example: ')}`" in section, path
+
+
+def test_the_example_shows_in_help():
+    out = CliRunner().invoke(app, ["attribute", "--help"], terminal_width=200)
+    assert out.exit_code == 0 and "Example: songtrace attribute --query" in out.output
+
+
+def test_every_command_module_is_registered():
+    cli_dir = Path(songtrace.cli.__file__).parent
+    modules = {f"songtrace.cli.{p.stem}" for p in cli_dir.glob("*.py") if "def register(" in p.read_text()}
+    assert modules == set(COMMAND_MODULES)
+
+
+def test_a_missing_extra_is_named_not_a_silently_missing_command(tmp_path, monkeypatch, capsys):
+    (tmp_path / "st_fake_extra_cmds.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'laion_clap'\", name='laion_clap')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    built = build_app(("st_fake_extra_cmds", "songtrace.cli.world"))
+    err = capsys.readouterr().err
+    assert "st_fake_extra_cmds needs the `real` extra: pip install 'songtrace[real]'" in err
+    assert "world" in typer.main.get_command(built).commands  # the other commands still work
+    sys.modules.pop("st_fake_extra_cmds", None)
+
+
+def test_missing_extra_message_names_the_extra_or_says_nothing():
+    e = ModuleNotFoundError("No module named 'diffusers'", name="diffusers")
+    assert missing_extra_message(e, "the diffusers adapter") == (
+        "the diffusers adapter needs the `real` extra: pip install 'songtrace[real]' (could not import diffusers)")
+    assert missing_extra_message(ModuleNotFoundError("x", name="not_an_extra_dep"), "x") is None
+    assert missing_extra_message(ModuleNotFoundError("x", name="songtrace.nope"), "x") is None
