@@ -67,12 +67,11 @@ def embed(
 
     Example: songtrace embedder embed --world demo --embedder songclap --json
     """
-    from songtrace.embedders import load_embedder
-    from songtrace.embedders.registry import resolve_embedder_name
+    from songtrace.embedders.registry import resolve_embedder
     from songtrace.embedders.world import embed_world
     from songtrace.home import stage_dir
 
-    model = load_embedder(resolve_embedder_name(embedder, home), home=home)
+    model = resolve_embedder(embedder, home)
     world_dir = artifact_dir(home, "world", world)
     out = stage_dir(home, "embeddings", f"{world_dir.name}-{model.name}")
     summary = embed_world(world_dir, model, out, overwrite=overwrite)
@@ -95,12 +94,11 @@ def fd(
 
     Example: songtrace fd world:demo:train:half=0 world:demo:train:half=1 --embedder songclap --json
     """
-    from songtrace.embedders import load_embedder
-    from songtrace.embedders.registry import resolve_embedder_name
+    from songtrace.embedders.registry import resolve_embedder
     from songtrace.metrics.fd import fd_between
     from songtrace.world.tracks import parse_source
 
-    model = load_embedder(resolve_embedder_name(embedder, home), home=home)
+    model = resolve_embedder(embedder, home)
     a, b = parse_source(reference, home), parse_source(evaluated, home)
     result = fd_between(model, a.waves, b.waves, a.sr, per=per, sr_b=b.sr)
     if json:
