@@ -4,6 +4,8 @@
 - `synthetic_latent_set(...)`: a small LatentSet with artist-dependent latents and random caption
   tokens, so model tests need neither a codec nor the text encoder.
 - `tiny_model`: Path of a tiny DiT trained ~50 steps on `tiny_latents` (takes seconds).
+- `tiny_diffusers(...)`: diffusers' `StableAudioDiTModel` adapter on a tiny random config (~27 k weights,
+  latents 4 x 16, 384-d caption tokens like `synthetic_latent_set`); needs diffusers.
 """
 
 from __future__ import annotations
@@ -15,10 +17,28 @@ from songtrace.data.latents import LatentSet
 from songtrace.model.dit import tiny_dit
 from songtrace.model.train import TrainConfig, train_model
 
-__all__ = ["TINY_DIT", "TINY_TRAIN", "synthetic_latent_set", "tiny_dit"]
+__all__ = ["TINY_DIFFUSERS", "TINY_DIT", "TINY_TRAIN", "synthetic_latent_set", "tiny_diffusers", "tiny_dit"]
 
 TINY_DIT = {"width": 16, "depth": 2, "heads": 2, "cond_dim": 16, "timestep_features": 16, "timing_features": 8}
+TINY_DIFFUSERS = {
+    "arch": "diffusers-stable-audio",
+    "diffusers": {
+        "transformer": {"sample_size": 16, "in_channels": 4, "num_layers": 2, "attention_head_dim": 8, "num_attention_heads": 2,
+                        "num_key_value_attention_heads": 1, "out_channels": 4, "cross_attention_dim": 16, "time_proj_dim": 16,
+                        "global_states_input_dim": 32, "cross_attention_input_dim": 16},
+        "projection": {"text_encoder_dim": 384, "conditioning_dim": 16, "min_value": 0, "max_value": 64},
+    },
+}
 TINY_TRAIN = TrainConfig(steps=50, batch_size=8, lr=3e-3, warmup=5, checkpoint_every=20, valid_every=25, valid_timesteps=2, log_every=5)
+
+
+def tiny_diffusers(seed: int = 0):
+    """The diffusers Stable Audio DiT adapter with random weights (seeded), in eval mode."""
+    from songtrace.model.registry import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(TINY_DIFFUSERS).eval()
 
 
 def synthetic_latent_set(n: int = 12, channels: int = 4, length: int = 16, seed: int = 0, n_tokens: int = 6) -> LatentSet:

@@ -10,10 +10,12 @@ from songtrace.attribution import (
     UnlearnConfig,
     apply_delta,
     damping_value,
+    first_query_gradient,
     query_gradient,
     split_params,
     target_params,
     unlearn,
+    unlearn_iterates,
     unlearn_step,
 )
 from songtrace.data.batch import Batch
@@ -84,6 +86,30 @@ def test_two_steps_reevaluate_the_gradient():
     one_cfg = UnlearnConfig(lr=2.0, steps=1, damping=0.0, damping_mode="absolute", n_timesteps=4, mask="none")
     one_step = unlearn(model, fisher, query, one_cfg, n_train=3)
     assert not torch.allclose(one_step["layer1.weight"], delta["layer1.weight"])
+
+
+def test_the_iteration_yields_every_step_of_unlearn_and_reuses_a_first_gradient_exactly():
+    """`unlearn_iterates` is the loop `unlearn` runs: its k-th iterate is `unlearn` with steps=k, bit for bit,
+    and a first gradient computed over a union of groups (as the self-influence grid does) changes nothing."""
+    model = tiny_dit()
+    data = synthetic_latent_set()
+    fisher = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(3)) + 0.1 for n, p in model.named_parameters()}
+    query = data.batch([2])
+    cfg = UnlearnConfig(lr=3e-2, steps=3, group="cross_attn", n_timesteps=6, timestep_chunk=4)
+    iterates = list(unlearn_iterates(model, fisher, query, cfg, n_train=9))
+    assert len(iterates) == 3
+    for k, delta in enumerate(iterates, start=1):
+        ref = unlearn(model, fisher, query, UnlearnConfig(**{**cfg.to_dict(), "steps": k}), n_train=9)
+        assert sorted(delta) == sorted(ref) == sorted(target_params(model, "cross_attn"))
+        assert all(torch.equal(delta[n], ref[n]) for n in ref)
+    assert not torch.equal(iterates[0][sorted(ref)[0]], iterates[1][sorted(ref)[0]])  # the gradient is re-evaluated
+    union = first_query_gradient(model, query, cfg, names=target_params(model, "all"))
+    assert set(union) == set(target_params(model, "all"))
+    reused = list(unlearn_iterates(model, fisher, query, cfg, n_train=9, grad0=union))
+    assert all(torch.equal(a[n], b[n]) for a, b in zip(iterates, reused, strict=True) for n in a)
+    with pytest.raises(SongtraceError, match="lacks target parameters"):
+        unlearn_iterates(model, fisher, query, UnlearnConfig(group="self_attn"), n_train=9,
+                         grad0=first_query_gradient(model, query, cfg))  # checked before the first step, not on first use
 
 
 def test_unlearn_step_is_pure_and_relative_damping_scales_with_mean_f():

@@ -9,6 +9,14 @@ or all at once: `attribute_queries(model, fisher, latents, queries, AttributeCon
 directories: `fit_fisher(...)` and `attribute(...)` (the `songtrace fisher` / `songtrace attribute` commands).
 """
 
+from songtrace.attribution.best_config import (
+    best_config_path,
+    default_unlearn_config,
+    find_best_config,
+    resolve_unlearn_config,
+    save_best_config,
+)
+from songtrace.attribution.delta import UnlearnedDelta, load_delta, save_delta
 from songtrace.attribution.fisher import (
     PER_SAMPLE_METHODS,
     Fisher,
@@ -33,7 +41,9 @@ from songtrace.attribution.run import (
     credits_table,
     item_titles,
     load_attribution,
+    load_run_delta,
     ranking_table,
+    recompute_scores,
 )
 from songtrace.attribution.score import (
     ScoreConfig,
@@ -51,9 +61,11 @@ from songtrace.attribution.unlearn import (
     apply_delta,
     damping_value,
     delta_norm,
+    first_query_gradient,
     mask_setting,
     query_gradient,
     unlearn,
+    unlearn_iterates,
     unlearn_step,
 )
 
@@ -70,11 +82,13 @@ __all__ = [
     "QueryContext",
     "ScoreConfig",
     "UnlearnConfig",
+    "UnlearnedDelta",
     "accumulate_squares",
     "apply_delta",
     "attribute",
     "attribute_queries",
     "base_losses",
+    "best_config_path",
     "check_fisher",
     "check_fits",
     "check_inputs",
@@ -82,7 +96,10 @@ __all__ = [
     "credit_shares",
     "credits_table",
     "damping_value",
+    "default_unlearn_config",
     "delta_norm",
+    "find_best_config",
+    "first_query_gradient",
     "fisher_diag",
     "fit_fisher",
     "influence",
@@ -90,6 +107,8 @@ __all__ = [
     "item_losses",
     "item_titles",
     "load_attribution",
+    "load_delta",
+    "load_run_delta",
     "loss_pass",
     "make_query",
     "mask_setting",
@@ -98,10 +117,15 @@ __all__ = [
     "query_kind",
     "ranking_table",
     "ranks",
+    "recompute_scores",
     "resolve_query",
+    "resolve_unlearn_config",
+    "save_best_config",
+    "save_delta",
     "score_many",
     "split_params",
     "target_params",
     "unlearn",
+    "unlearn_iterates",
     "unlearn_step",
 ]

@@ -3,7 +3,10 @@
 In memory (a notebook, the user's own model): `attribute_queries(model, fisher, latents, queries, config)`.
 From artifact directories (the CLI): `attribute(queries, config, model_dir, latents_dir, fisher_dir, out_dir)`,
 which writes `scores.parquet` (query_id, train_id, artist, title, score, rank, config_hash; one row
-per training item and query, in data order), `credits.parquet` (per-artist credit shares) and `config.json`.
+per training item and query, in data order), `credits.parquet` (per-artist credit shares), `config.json`
+and `deltas/*.safetensors` (each query's unlearned delta θ' − θ0 with what it was made from; an
+audit recomputes the scores from it: `recompute_scores`). Its unlearning settings default to the
+model's tuned best configuration (`attribution.best_config`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from songtrace.artifacts import (
     read_json,
     write_parquet,
 )
+from songtrace.attribution.best_config import LEGACY_BEST_CONFIG
+from songtrace.attribution.best_config import default_unlearn_config as default_unlearn_config  # re-exported: attribute's defaults
+from songtrace.attribution.best_config import resolve_unlearn_config as resolve_unlearn_config
+from songtrace.attribution.delta import UnlearnedDelta, delta_metadata, load_delta, save_delta
 from songtrace.attribution.fisher import Fisher, check_fits, check_inputs
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.query import Query, QueryContext, resolve_query
@@ -56,23 +63,8 @@ class AttributeConfig(StageConfig):
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
 
 
-BEST_CONFIG = ("attribution", "best_config.json")
-
-
-def default_unlearn_config(home: str | Path | None, model_dir: str | Path) -> tuple[UnlearnConfig, str | None]:
-    """The unlearning config `songtrace attribute` starts from: the best one `songtrace selfinfluence`
-    saved under `<home>/attribution/best_config.json` when it was found for this very model, else the defaults.
-
-    Returns the config and the path it came from (None for the defaults).
-    """
-    path = resolve_home(home).joinpath(*BEST_CONFIG)
-    if not path.exists():
-        return UnlearnConfig(), None
-    best = read_json(path)
-    made_for = best.get("inputs", {}).get("model")
-    if made_for is None or made_for != artifact_hash(model_dir):
-        return UnlearnConfig(), None
-    return UnlearnConfig.from_dict(best["unlearn"]), str(path)
+BEST_CONFIG = LEGACY_BEST_CONFIG  # the single best-config file of older versions (still read); see attribution.best_config
+DELTAS_DIR = "deltas"
 
 
 @dataclasses.dataclass
@@ -84,6 +76,7 @@ class Attribution:
     table: pd.DataFrame  # one row per training item, sorted by rank
     credits: pd.DataFrame  # one row per artist, sorted by share
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    delta: dict[str, torch.Tensor] | None = None  # θ' − θ0 on the target parameters (None when read back from disk)
 
     def top(self, k: int = 20) -> pd.DataFrame:
         """The k most attributed training items."""
@@ -132,11 +125,15 @@ def attribute_queries(
         base = base_losses(model, latents, config.score, mask_loss)
     deltas = [unlearn(model, fisher, q.batch, config.unlearn) for q in progress(queries, total=len(queries), desc="unlearn", unit="query")]
     scores = score_many(model, deltas, latents, config.score, mask_loss, base=base)
+    for q, d, s in zip(queries, deltas, scores, strict=True):
+        if not bool(torch.isfinite(s).all()):
+            raise SongtraceError(f"unlearning query {q.query_id!r} diverged (‖θ' − θ0‖ = {delta_norm(d):.3g}, non-finite losses under θ'); "
+                                 f"lower the learning rate (lr {config.unlearn.lr:g}) or the steps ({config.unlearn.steps})")
     out = []
     for q, d, s in zip(queries, deltas, scores, strict=True):
         meta = {"kind": q.kind, "source": q.source, "delta_norm": delta_norm(d), **q.meta}
         table = ranking_table(q.query_id, s, data, titles, config.config_hash())
-        out.append(Attribution(q.query_id, s, table, credits_table(q.query_id, s, data), meta))
+        out.append(Attribution(q.query_id, s, table, credits_table(q.query_id, s, data), meta, delta=d))
     return out
 
 
@@ -197,11 +194,14 @@ def attribute(
     seconds: float | None = None,
     overwrite: bool = False,
     use_cache: bool = True,
+    save_deltas: bool = True,
 ) -> AttributionRun:
     """Attribute queries to the training set from artifact dirs; writes scores/credits Parquet and config.json into `out_dir`.
 
     Refuses a Fisher fitted on another model or other data. Base losses L(z_i, θ0) are cached under
-    `<home>/cache/base_losses/`. A rerun with the same config and inputs reads the finished results.
+    `<home>/cache/base_losses/`. With `save_deltas`, each query's unlearned delta θ' − θ0 goes to
+    `deltas/` (listed in config.json; `load_run_delta`, `recompute_scores`). A rerun with the same
+    config and inputs reads the finished results.
     """
     if not queries:
         raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
@@ -221,7 +221,7 @@ def attribute(
         "model": model_hash,
         "latents": latents_hash,
         "fisher": artifact_hash(fisher_dir),
-        "queries": hash_json([[q.query_id, hash_tensors({"latent": q.batch.latents, "text": q.batch.text})] for q in resolved]),
+        "queries": hash_json([[q.query_id, _query_hash(q)] for q in resolved]),
     }
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return load_attribution(out_dir)
@@ -235,6 +235,14 @@ def attribute(
     titles = item_titles(latents_dir, home)
     order = {item: i for i, item in enumerate(latents.subset(config.score.split).ids)}
     results = attribute_queries(model, fisher, latents, resolved, config, base=base, titles=titles)
+    deltas = []
+    if save_deltas:
+        for q, r in zip(resolved, results, strict=True):
+            assert r.delta is not None
+            meta = delta_metadata(r.query_id, _query_hash(q), config.unlearn.to_dict(), config.config_hash(), model_hash, inputs["fisher"],
+                                  latents_hash, fisher.n_items, r.delta)
+            name = f"{DELTAS_DIR}/{_safe_name(r.query_id)}.safetensors"
+            deltas.append({"query_id": r.query_id, "file": name, "content_hash": save_delta(out_dir / name, r.delta, meta)})
     scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results], ignore_index=True)
     credits = pd.concat([r.credits for r in results], ignore_index=True)
     write_parquet(out_dir / SCORES_FILE, scores)
@@ -254,9 +262,15 @@ def attribute(
             "seeds": {"unlearn": config.unlearn.seed, "score": config.score.seed, "fisher": fisher.config.seed},
             "mask_unlearn": config.unlearn.mask_unlearn,
             "mask_loss": config.unlearn.mask_loss,
+            "deltas": deltas,
         },
     )
     return AttributionRun(out_dir, results, record)
+
+
+def _query_hash(query: Query) -> str:
+    """Content hash of a query's latent and caption tokens."""
+    return hash_tensors({"latent": query.batch.latents, "text": query.batch.text})
 
 
 def _safe_name(query_id: str) -> str:
@@ -281,3 +295,43 @@ def load_attribution(out_dir: str | Path) -> AttributionRun:
         table = in_data_order.sort_values("rank", kind="stable").reset_index(drop=True)
         results.append(Attribution(qid, s, table, credits[credits["query_id"] == qid].reset_index(drop=True), meta.get(qid, {})))
     return AttributionRun(out_dir, results, record)
+
+
+# --------------------------------------------------------------------------- auditing a run from its saved deltas
+
+
+def load_run_delta(out_dir: str | Path, query_id: str) -> UnlearnedDelta:
+    """The unlearned delta θ' − θ0 of one query of a finished run (as listed in its config.json)."""
+    out_dir = Path(out_dir)
+    record = load_attribution(out_dir).record
+    listed = {d["query_id"]: d for d in record.get("deltas", [])}
+    if query_id not in listed:
+        have = ", ".join(listed) or "none (a run made without saving deltas)"
+        raise SongtraceError(f"{out_dir}: no saved delta for query {query_id!r}; deltas saved: {have}")
+    loaded = load_delta(out_dir / listed[query_id]["file"])
+    if loaded.meta["delta_hash"] != listed[query_id]["content_hash"] or loaded.query_id != query_id:
+        raise SongtraceError(f"{out_dir / listed[query_id]['file']}: not the delta config.json lists for {query_id!r}")
+    return loaded
+
+
+def recompute_scores(
+    out_dir: str | Path,
+    query_id: str,
+    model: nn.Module | ModelTask | None = None,
+    latents: LatentSet | None = None,
+) -> torch.Tensor:
+    """τ of one query recomputed from the run's saved delta: `[N]` float64 in data order (what scores.parquet holds).
+
+    The model and latent cache default to the directories the run recorded; both are checked against the
+    identities the delta names. Base losses are recomputed, not read from a cache.
+    """
+    out_dir = Path(out_dir)
+    record = load_attribution(out_dir).record
+    saved = load_run_delta(out_dir, query_id)
+    task = load_task(record["model_dir"]) if model is None else model
+    saved.check_model(task)
+    data = LatentSet.load(record["latents_dir"]) if latents is None else latents
+    if data.content_hash() != saved.meta["latents"]:
+        raise SongtraceError(f"{out_dir}: the latent cache is not the one the run scored (content hashes differ)")
+    config = AttributeConfig.from_dict(record["config"])
+    return score_many(task, [saved.delta], data, config.score, config.unlearn.mask_loss)[0]

@@ -7,6 +7,9 @@ on the query loss, with learning rate η and damping λ:
     θ_{k+1} = θ_k + η · (1/N) · (F + λ)⁻¹ ∇θ L(ẑ, θ_k),     k = 0 .. steps−1,
 
 the gradient being re-evaluated at θ_k each step (steps = 1 is θ' = θ0 + η (1/N) F⁻¹ ∇L(ẑ, θ0)).
+`unlearn_iterates` is the one implementation of this loop: `unlearn` (attribution runs, the unlearning
+baseline) takes its last iterate, and the self-influence grid walks it step by step, starting from a
+first gradient computed once over a union of groups (`first_query_gradient`).
 L(ẑ, θ) = (1/T) Σ_t L_t(ẑ, θ) over T timesteps (the paper uses T = 2048); the same timesteps and
 noise (seeded by the query id) are used at every step, so each step sees the same objective.
 
@@ -16,8 +19,9 @@ parameters, which keeps the setting meaningful across models whose Fisher scales
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -170,6 +174,79 @@ def query_plan(query: Batch, config: UnlearnConfig) -> NoisePlan:
     return make_plan(query.ids, config.n_timesteps, shape, config.seed)
 
 
+def _fisher_and_n(fisher: Fisher | Mapping[str, torch.Tensor], n_train: int | None) -> tuple[dict[str, torch.Tensor], int]:
+    """(F per parameter, N): from a `Fisher`, or from a dict of F plus `n_train`."""
+    diag = fisher.diag if isinstance(fisher, Fisher) else dict(fisher)
+    n = n_train if n_train is not None else (fisher.n_items if isinstance(fisher, Fisher) else None)
+    if not n:
+        raise SongtraceError("unlearn needs N, the number of training items the Fisher averages over (pass n_train)")
+    return diag, int(n)
+
+
+def first_query_gradient(
+    model: nn.Module | ModelTask,
+    query: Batch,
+    config: UnlearnConfig,
+    names: Sequence[str] | None = None,
+) -> Params:
+    """∇θ L(ẑ, θ0) over the parameters `names` (default: `config.group`'s), exactly as `unlearn_iterates` computes its first step.
+
+    Pass it back as `unlearn_iterates(..., grad0=...)` to reuse it: for a union of several groups it serves
+    every group (the self-influence grid computes it once per target and M_U).
+    """
+    task = as_task(model)
+    theta0, frozen = split_params(task, list(names) if names is not None else target_params(task, config.group))
+    with eval_mode(task.module):
+        return query_gradient(task, theta0, frozen, query, query_plan(query, config), config.mask_unlearn, config.timestep_chunk)
+
+
+def unlearn_iterates(
+    model: nn.Module | ModelTask,
+    fisher: Fisher | Mapping[str, torch.Tensor],
+    query: Batch,
+    config: UnlearnConfig,
+    n_train: int | None = None,
+    grad0: Mapping[str, torch.Tensor] | None = None,
+) -> Iterator[Params]:
+    """The Eq. 6 iteration: δ_1, ..., δ_steps (δ_k = θ_k − θ0 on the target parameters), the one implementation of it.
+
+    Lazy: the gradient at θ_k is evaluated only when δ_{k+1} is asked for, so a caller that needs the first
+    s steps of a longer trajectory pays for s. `grad0` is a precomputed ∇θ L(ẑ, θ0) (`first_query_gradient`)
+    over the target parameters or any superset of them. Inputs are checked before the first step.
+    The model is not modified.
+    """
+    diag, n = _fisher_and_n(fisher, n_train)
+    task = as_task(model)
+    names = target_params(task, config.group)
+    theta0, frozen = split_params(task, names)
+    check_fits(diag, theta0)
+    f_target = {k: diag[k] for k in names}
+    lam = damping_value(f_target, config.damping, config.damping_mode)
+    check_fisher(f_target, damping=lam)
+    if grad0 is not None:
+        missing = [k for k in names if k not in grad0]
+        if missing:
+            raise SongtraceError(f"the precomputed query gradient lacks target parameters of group {config.group!r}: {missing[:3]}")
+        for k in names:
+            if tuple(grad0[k].shape) != tuple(theta0[k].shape):
+                raise SongtraceError(f"the precomputed query gradient of {k} has shape {tuple(grad0[k].shape)}, "
+                                     f"the parameter {tuple(theta0[k].shape)}")
+    plan = query_plan(query, config)
+
+    def steps() -> Iterator[Params]:
+        delta = {k: torch.zeros_like(v) for k, v in theta0.items()}
+        for k in range(config.steps):
+            if k == 0 and grad0 is not None:
+                g = {name: grad0[name] for name in names}
+            else:
+                with eval_mode(task.module):
+                    g = query_gradient(task, apply_delta(theta0, delta), frozen, query, plan, config.mask_unlearn, config.timestep_chunk)
+            delta = unlearn_step(delta, g, f_target, config.lr, n, lam)
+            yield delta
+
+    return steps()
+
+
 def unlearn(
     model: nn.Module | ModelTask,
     fisher: Fisher | Mapping[str, torch.Tensor],
@@ -180,26 +257,9 @@ def unlearn(
     """Unlearn the query from θ0 (Eq. 6, `config.steps` times); returns only δ = θ' − θ0 on the target parameters.
 
     `fisher` is a `Fisher` (its N is used) or a dict of F per parameter (then pass `n_train`).
-    The model is not modified.
+    The model is not modified. The last of `unlearn_iterates`.
     """
-    diag = fisher.diag if isinstance(fisher, Fisher) else dict(fisher)
-    n = n_train if n_train is not None else (fisher.n_items if isinstance(fisher, Fisher) else None)
-    if not n:
-        raise SongtraceError("unlearn needs N, the number of training items the Fisher averages over (pass n_train)")
-    task = as_task(model)
-    names = target_params(task, config.group)
-    theta0, frozen = split_params(task, names)
-    check_fits(diag, theta0)
-    f_target = {k: diag[k] for k in names}
-    lam = damping_value(f_target, config.damping, config.damping_mode)
-    check_fisher(f_target, damping=lam)
-    plan = query_plan(query, config)
-    delta = {k: torch.zeros_like(v) for k, v in theta0.items()}
-    with eval_mode(task.module):
-        for _ in range(config.steps):
-            g = query_gradient(task, apply_delta(theta0, delta), frozen, query, plan, config.mask_unlearn, config.timestep_chunk)
-            delta = unlearn_step(delta, g, f_target, config.lr, n, lam)
-    return delta
+    return collections.deque(unlearn_iterates(model, fisher, query, config, n_train), maxlen=1)[0]
 
 
 def delta_norm(delta: Mapping[str, torch.Tensor]) -> float:

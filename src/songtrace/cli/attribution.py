@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -102,20 +101,20 @@ def attribute(
     Example: songtrace attribute --query x.latent.safetensors --query "prompt:a chorale@0" --top 20 --out run/ --json
     """
     from songtrace.artifacts import hash_json
-    from songtrace.attribution.run import AttributeConfig, default_unlearn_config
+    from songtrace.attribution.best_config import resolve_unlearn_config
+    from songtrace.attribution.run import AttributeConfig
     from songtrace.attribution.run import attribute as run_attribute
     from songtrace.attribution.score import ScoreConfig
     from songtrace.errors import SongtraceError
     from songtrace.home import resolve_home
 
     model_dir = artifact_dir(home, "model", model)
-    base, source = default_unlearn_config(home, model_dir)
+    unlearn, source = resolve_unlearn_config(home, model_dir, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
     if source is not None:
         console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
-    given = {"lr": lr, "steps": steps, "group": group, "mask": mask, "damping": damping, "damping_mode": damping_mode,
-             "n_timesteps": timesteps}
     config = AttributeConfig(
-        unlearn=dataclasses.replace(base, seed=seed, **{k: v for k, v in given.items() if v is not None}),
+        unlearn=unlearn,
         score=ScoreConfig(n_timesteps=score_timesteps, seed=seed, batch_size=batch_size),
     )
     if top < 1:

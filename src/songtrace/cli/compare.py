@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from songtrace.attribution.unlearn import UnlearnConfig
 from songtrace.cli.options import (
     CodecOption,
     EmbedderOption,
@@ -63,13 +62,14 @@ def compare(
     planted_versions: Annotated[int, typer.Option("--planted-versions", help="Queries that are unseen versions of training pieces.")] = 8,
     planted_artists: Annotated[int, typer.Option("--planted-artists", help="Queries generated from prompts naming small artists.")] = 8,
     small_artist_tracks: Annotated[int, typer.Option("--small-artist-tracks", help="Catalogue size up to which an artist is small.")] = 5,
-    lr: Annotated[float, typer.Option("--lr", help="Unlearning learning rate η (model dependent).")] = UnlearnConfig().lr,
-    steps: Annotated[int, typer.Option("--steps", help="Unlearning steps (1-4).")] = 1,
-    group: Annotated[str, typer.Option("--group", help="Unlearning target layers: to_kv, cross_attn, self_attn, all, re:REGEX.")] = "all",
-    mask: Annotated[str, typer.Option("--mask", help="Padding masks: mixed (the paper's best), both, M_L, none.")] = "mixed",
-    damping: Annotated[float, typer.Option("--damping", help="Damping λ added to F.")] = 1e-3,
-    damping_mode: Annotated[str, typer.Option("--damping-mode", help="relative or absolute damping.")] = "relative",
-    timesteps: Annotated[int, typer.Option("--timesteps", help="Timesteps T of the unlearning (query) loss.")] = 256,
+    lr: Annotated[float | None, typer.Option("--lr", help="Unlearning learning rate η (default, as for attribute: selfinfluence's best "
+                                             "for this model, else the UnlearnConfig default).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Unlearning steps (1-4).")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Target layers: to_kv, cross_attn, self_attn, all, re:REGEX.")] = None,
+    mask: Annotated[str | None, typer.Option("--mask", help="Padding masks: mixed (the paper's best), both, M_L, none.")] = None,
+    damping: Annotated[float | None, typer.Option("--damping", help="Damping λ added to F.")] = None,
+    damping_mode: Annotated[str | None, typer.Option("--damping-mode", help="relative or absolute damping.")] = None,
+    timesteps: Annotated[int | None, typer.Option("--timesteps", help="Timesteps T of the unlearning (query) loss.")] = None,
     score_timesteps: Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring τ.")] = 32,
     option: Annotated[list[str] | None, typer.Option("--option", help="Per-method option METHOD.KEY=VALUE (JSON value), e.g. "
                                                      "gradient.dim=512; repeatable.")] = None,
@@ -89,22 +89,26 @@ def compare(
 
     Example: songtrace compare --queries 16 --methods unlearning,embedding,activations --out cmp/ --json
     """
+    from songtrace.attribution.best_config import resolve_unlearn_config
     from songtrace.attribution.score import ScoreConfig
-    from songtrace.attribution.unlearn import UnlearnConfig
     from songtrace.compare.run import ALL_METHODS, CompareConfig, run_compare
     from songtrace.home import resolve_home
 
+    model_dir = artifact_dir(home, "model", model)
+    unlearn, source = resolve_unlearn_config(home, model_dir, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
+    if source is not None:
+        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
     config = CompareConfig(
         queries=queries, methods=split_methods(methods) or ALL_METHODS, reference=reference, seed=seed, embedder=embedder,
         seconds=seconds, sampler_steps=sampler_steps, cfg_scale=cfg_scale, planted_versions=planted_versions,
         planted_artists=planted_artists, small_artist_tracks=small_artist_tracks,
-        unlearn=UnlearnConfig(lr=lr, steps=steps, group=group, mask=mask, damping=damping, damping_mode=damping_mode,
-                              n_timesteps=timesteps, seed=seed),
+        unlearn=unlearn,
         score=ScoreConfig(n_timesteps=score_timesteps, seed=seed), options=parse_options(option or []),
     )
     out_dir = out or resolve_home(home) / "runs" / "compare" / config.config_hash()
     fisher_dir = artifact_dir(home, "fisher", fisher) if "unlearning" in config.methods else None
-    summary = run_compare(config, artifact_dir(home, "model", model), artifact_dir(home, "codec", codec),
+    summary = run_compare(config, model_dir, artifact_dir(home, "codec", codec),
                           artifact_dir(home, "latents", latents), artifact_dir(home, "world", world), out_dir,
                           fisher_dir=fisher_dir, home=home, overwrite=overwrite)
     summary = {"out_dir": str(out_dir), **summary}

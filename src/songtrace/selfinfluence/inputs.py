@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from songtrace.artifacts import artifact_hash, hash_json, load_safetensors, read_json, save_safetensors
+from songtrace.attribution.best_config import best_config_path
 from songtrace.attribution.fisher import Fisher, FisherConfig, check_inputs, fit_fisher
 from songtrace.data.latents import LatentSet
 from songtrace.data.windows import WINDOW_RULE
@@ -79,8 +80,8 @@ def selfinfluence_from_dirs(
 ) -> SelfInfluenceResult:
     """Load the inputs by name (under `<home>`) or path, run the search into `out_dir` (default `<home>/runs/selfinfluence/<hash>`).
 
-    With `save_best`, the best configuration also goes to `<home>/attribution/best_config.json`,
-    where `songtrace attribute` finds its defaults.
+    With `save_best`, the best configuration also goes to `<home>/attribution/best_configs/<model identity>.json`,
+    where `songtrace attribute` and `songtrace compare` find their defaults for this model.
     """
     home_path = resolve_home(home)
     model_dir = resolve_artifact(home, "models", model)
@@ -115,5 +116,5 @@ def selfinfluence_from_dirs(
         probe=probe, inputs=inputs, cache_dir=home_path / "cache" / "base_losses", model_hash=model_hash,
     )
     out = Path(out_dir) if out_dir is not None else home_path / "runs" / "selfinfluence" / config.config_hash()
-    best_path = home_path / "attribution" / "best_config.json" if save_best else None
+    best_path = best_config_path(home_path, model_hash) if save_best else None
     return run_self_influence(data, config, out, overwrite=overwrite, best_config_path=best_path)

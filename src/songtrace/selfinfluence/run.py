@@ -44,12 +44,13 @@ from songtrace.artifacts import (
     write_json,
     write_parquet,
 )
+from songtrace.attribution.best_config import save_best_config
 from songtrace.attribution.fisher import Fisher
 from songtrace.attribution.score import ScoreConfig
-from songtrace.attribution.unlearn import DAMPING_MODES, MASKS, MAX_STEPS, unlearn_step
+from songtrace.attribution.unlearn import DAMPING_MODES, MASKS, MAX_STEPS
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.model.task import GROUPS, ModelTask
+from songtrace.model.task import GROUPS, ModelTask, model_identity
 from songtrace.selfinfluence.fd import GenerationProbe, fd_metrics, mean_fd
 from songtrace.selfinfluence.grid import (
     DEFAULT_LRS,
@@ -67,7 +68,7 @@ from songtrace.selfinfluence.grid import (
 )
 from songtrace.selfinfluence.metrics import normalize_rows, scale_k, summarize
 from songtrace.selfinfluence.report import plot_metrics_by_mask, plot_rank_vs_lr, write_report_md
-from songtrace.selfinfluence.scorer import CellScorer, params_norm
+from songtrace.selfinfluence.scorer import CellScorer
 
 LR_MODES = ("relative", "absolute")
 STAGE_A_DESIGNS = ("coordinate", "product")
@@ -279,15 +280,7 @@ def best_unlearn_config(best: Cell, config: SelfInfluenceConfig) -> dict[str, An
 
 def calibrate_lr(scorer: CellScorer, target_ids: Sequence[str], group: str, mask: str) -> float:
     """Median over targets of ‖δ‖/‖θ‖ for one step of Eq. 6 with η = 1 (so η = ρ / scale gives relative size ρ)."""
-    names = scorer.group_params[group]
-    theta = params_norm({n: scorer.theta0[n] for n in names})
-    ratios = []
-    for t in target_ids:
-        g = scorer.gradient0(t, MASKS[mask][0])
-        zero = {n: torch.zeros_like(scorer.theta0[n]) for n in names}
-        step = unlearn_step(zero, {n: g[n] for n in names}, {n: scorer.fisher.diag[n] for n in names}, 1.0, scorer.fisher.n_items,
-                            scorer.lam[group])
-        ratios.append(params_norm(step) / max(theta, 1e-30))
+    ratios = [scorer.rel_update(scorer.delta(Cell(1.0, 1, group, mask), t), group) for t in target_ids]
     scale = float(np.median(ratios))
     if not (scale > 0 and math.isfinite(scale)):
         raise SongtraceError(f"cannot calibrate the learning rate: one unlearning step has relative size {scale} (zero query gradient?)")
@@ -409,9 +402,11 @@ def run_self_influence(
 
     A rerun with the same config and inputs continues where a killed run stopped and never
     recomputes a finished (cell, target); a finished run is read back. The best configuration is
-    also written to `best_config_path` (e.g. `<home>/attribution/best_config.json`) when given.
+    also written to `best_config_path` when given (`attribution.best_config.best_config_path(home, identity)` is where
+    `attribute` looks for it: one file per model identity, which `data.inputs["model"]` must hold).
     """
     out_dir = Path(out_dir)
+    identity = _model_identity(data)
     if begin_stage(out_dir, config, data.inputs, overwrite=overwrite):
         return load_self_influence(out_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -432,7 +427,7 @@ def run_self_influence(
         "rule": f"unharmed first (no diverged step, FD within {config.fd_tolerance:.0%} of the original's), then lowest mean R(z_tar) "
                 f"(within {config.rank_tolerance} places counts as tied), then widest embed_topk - embed_botk, smaller lr, fewer steps",
         "source": str(out_dir),
-        "inputs": data.inputs,
+        "inputs": {**data.inputs, "model": identity},
     }
     if version is not None:
         best_record["version_recall"] = float(version["version_recall"].iloc[0])
@@ -449,7 +444,7 @@ def run_self_influence(
         "version_recall": best_record.get("version_recall"), "n_version_targets": len(search.version_ids),
     })
     if best_config_path is not None:
-        write_json(best_config_path, best_record)
+        save_best_config(None, best_record, path=best_config_path)
     record = finish_stage(out_dir, config, data.inputs, content_hash=hash_json(grid.drop(columns=["eval_seconds"]).to_json()), extra={
         "best": best_record, "wall_seconds": round(time.perf_counter() - started, 1), "n_cells": len(grid),
         "cpu_seconds": round(time.process_time() - cpu_started, 1), "torch_threads": torch.get_num_threads(),
@@ -457,6 +452,15 @@ def run_self_influence(
         "lr_scale": search.lr_scale, "lrs": list(search.lrs), "best_config_path": str(best_config_path) if best_config_path else None,
     })
     return SelfInfluenceResult(out_dir, grid, best_record, record)
+
+
+def _model_identity(data: SelfInfluenceData) -> str:
+    """The searched model's identity (`ModelTask.identity()`), refusing inputs that record another one."""
+    identity = model_identity(data.model)
+    recorded = data.inputs.get("model")
+    if recorded is not None and recorded != identity:
+        raise SongtraceError(f"self-influence inputs record model {recorded[:12]}…, but the model's identity is {identity[:12]}…")
+    return identity
 
 
 def _cells_of(table: pd.DataFrame) -> list[Cell]:

@@ -1,10 +1,11 @@
 """Unlearning and scoring one grid cell for one target track, reusing work across cells.
 
-This wraps the attribution engine (`songtrace.attribution`: Eq. 6 `unlearn_step`, `query_gradient`,
-`base_losses`, `score_many`) and produces exactly what `unlearn` + `influence` would, faster:
+This runs the attribution engine's own Eq. 6 iteration (`songtrace.attribution.unlearn.unlearn_iterates`,
+the loop `unlearn` runs) and scoring (`base_losses`, `score_many`), and produces exactly what
+`unlearn` + `influence` would, faster:
 
-- for steps = 1, the query gradient at θ0 depends only on (target, M_U): it is computed once over
-  the union of all target groups and restricted per group (equivalence is tested);
+- the query gradient at θ0 depends only on (target, M_U): it is computed once over the union of all
+  target groups (`first_query_gradient`) and handed to the iteration as its first gradient (equivalence is tested);
 - cells differing only in steps share one trajectory θ0 → θ1 → ... (kept for the current target);
 - L(z_i, θ0) depends only on (T, seed, M_L): computed once per mask and cached on disk;
 - the Fisher is computed once, for all weights.
@@ -12,9 +13,10 @@ This wraps the attribution engine (`songtrace.attribution`: Eq. 6 `unlearn_step`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ from songtrace.attribution.fisher import Fisher, check_fits
 from songtrace.attribution.groups import target_params
 from songtrace.attribution.query import QueryContext, resolve_query
 from songtrace.attribution.score import ScoreConfig, base_losses, score_many
-from songtrace.attribution.unlearn import UnlearnConfig, apply_delta, damping_value, mask_setting, query_gradient, query_plan, unlearn_step
+from songtrace.attribution.unlearn import MAX_STEPS, UnlearnConfig, first_query_gradient, mask_setting, unlearn_iterates
+from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
-from songtrace.model.task import ModelTask, as_task, eval_mode
+from songtrace.errors import SongtraceError
+from songtrace.model.task import ModelTask, as_task
 from songtrace.selfinfluence.grid import Cell
 from songtrace.selfinfluence.metrics import target_metrics
 
@@ -74,12 +78,11 @@ class CellScorer:
         self.theta0 = self.model.params()
         self.union = [n for n in self.theta0 if n in union]
         check_fits(fisher, {n: self.theta0[n] for n in self.union})
-        self.lam = {g: damping_value({n: fisher.diag[n] for n in names}, damping, damping_mode) for g, names in self.group_params.items()}
         self.theta_norm = {g: params_norm({n: self.theta0[n] for n in names}) for g, names in self.group_params.items()}
         self._grads: OrderedDict[tuple[str, bool], Params] = OrderedDict()
         self._grad_bytes = sum(self.theta0[n].numel() * 4 for n in self.union)
         self._grad_slots = max(1, grad_cache_bytes // max(1, self._grad_bytes))
-        self._trajectory: tuple[tuple[str, float, str, bool], list[Params]] | None = None
+        self._trajectory: tuple[tuple[str, float, str, bool], Iterator[Params], list[Params]] | None = None
         self._base: dict[bool, torch.Tensor] = {}
         self._queries: dict[str, Any] = {}
         self.row = {item: i for i, item in enumerate(self.items.ids)}
@@ -91,50 +94,41 @@ class CellScorer:
         return UnlearnConfig(lr=cell.lr, steps=cell.steps, group=cell.group, damping=self.damping, damping_mode=self.damping_mode,
                              n_timesteps=self.unlearn_timesteps, seed=self.seed, mask=cell.mask)
 
-    def query(self, target_id: str):
+    def query(self, target_id: str) -> Batch:
         """The target as an attribution query `train:ID` (its noise plan seeded by that id, as `songtrace attribute` does)."""
         if target_id not in self._queries:
             self._queries[target_id] = resolve_query(f"train:{target_id}", QueryContext(latents=self.latents)).batch
         return self._queries[target_id]
 
-    def _gradient(self, target_id: str, mask_unlearn: bool, names: Sequence[str], delta: Mapping[str, torch.Tensor] | None) -> Params:
-        batch = self.query(target_id)
-        plan = query_plan(batch, UnlearnConfig(n_timesteps=self.unlearn_timesteps, seed=self.seed))
-        target = {n: self.theta0[n] for n in names}
-        if delta:
-            target = {**target, **apply_delta(target, delta)}
-        frozen = {n: p for n, p in self.theta0.items() if n not in target}
-        with eval_mode(self.model.module):
-            return query_gradient(self.model, target, frozen, batch, plan, mask_unlearn, chunk=min(64, self.unlearn_timesteps))
-
     def gradient0(self, target_id: str, mask_unlearn: bool) -> Params:
-        """∇θ L(z_tar, θ0) over all grouped weights, cached per (target, M_U) in a bounded LRU."""
+        """∇θ L(z_tar, θ0) over all grouped weights (`first_query_gradient`), cached per (target, M_U) in a bounded LRU."""
         key = (target_id, mask_unlearn)
         if key in self._grads:
             self._grads.move_to_end(key)
             return self._grads[key]
-        g = self._gradient(target_id, mask_unlearn, self.union, None)
+        config = self.unlearn_config(Cell(1.0, 1, next(iter(self.group_params)), "mixed" if mask_unlearn else "none"))
+        g = first_query_gradient(self.model, self.query(target_id), config, names=self.union)
         self._grads[key] = g
         while len(self._grads) > self._grad_slots:
             self._grads.popitem(last=False)
         return g
 
-    def _step(self, delta: Params, grad: Mapping[str, torch.Tensor], cell: Cell) -> Params:
-        names = self.group_params[cell.group]
-        return unlearn_step(delta, {n: grad[n] for n in names}, {n: self.fisher.diag[n] for n in names}, cell.lr, self.fisher.n_items,
-                            self.lam[cell.group])
-
     def delta(self, cell: Cell, target_id: str) -> Params:
-        """δ = θ' − θ0 on the cell's group after `cell.steps` updates of Eq. 6 (same numbers as `unlearn`)."""
+        """δ = θ' − θ0 on the cell's group after `cell.steps` updates of Eq. 6 (`unlearn_iterates`, the iteration `unlearn` runs).
+
+        Cells that differ only in steps walk one trajectory θ0 → θ1 → ..., kept for the current (target, lr, group, M_U).
+        """
+        if cell.steps > MAX_STEPS:
+            raise SongtraceError(f"steps must be between 1 and {MAX_STEPS}, got {cell.steps}")
         mask_unlearn = mask_setting(cell.mask)[0]
-        names = self.group_params[cell.group]
         key = (target_id, cell.lr, cell.group, mask_unlearn)
         if self._trajectory is None or self._trajectory[0] != key:
-            zero = {n: torch.zeros_like(self.theta0[n]) for n in names}
-            self._trajectory = (key, [self._step(zero, self.gradient0(target_id, mask_unlearn), cell)])
-        path = self._trajectory[1]
+            config = dataclasses.replace(self.unlearn_config(cell), steps=MAX_STEPS)
+            steps = unlearn_iterates(self.model, self.fisher, self.query(target_id), config, grad0=self.gradient0(target_id, mask_unlearn))
+            self._trajectory = (key, steps, [])
+        _, steps, path = self._trajectory
         while len(path) < cell.steps:
-            path.append(self._step(path[-1], self._gradient(target_id, mask_unlearn, names, path[-1]), cell))
+            path.append(next(steps))
         return path[cell.steps - 1]
 
     def base(self, mask_loss: bool) -> torch.Tensor:
