@@ -68,7 +68,7 @@ def selfinfluence(
     world: WorldOption = "demo",
     fisher: FisherOption = "demo",
     codec: CodecOption = "demo",
-    no_save_best: Annotated[bool, typer.Option("--no-save-best", help="Do not write <home>/attribution/best_config.json.")] = False,
+    no_save_best: Annotated[bool, typer.Option("--no-save-best", help="Do not save the best config for this model.")] = False,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
