@@ -8,7 +8,7 @@ from songtrace.world.build import build_world
 from songtrace.world.config import ImportConfig, WorldConfig
 from songtrace.world.importer import import_world
 from songtrace.world.plan import TrackPlan, plan_world
-from songtrace.world.world import MANIFEST_COLUMNS, World, load_world, manifest_hash
+from songtrace.world.world import MANIFEST_COLUMNS, World, find_world, load_world, manifest_hash
 
 __all__ = [
     "ARTISTS",
@@ -21,6 +21,7 @@ __all__ = [
     "WorldConfig",
     "artist_by_name",
     "build_world",
+    "find_world",
     "import_world",
     "load_world",
     "manifest_hash",

@@ -213,3 +213,22 @@ def load_world(path: str | Path) -> World:
     config = WORLD_STAGES[stage].from_dict(record["config"])
     manifest = read_manifest(path / MANIFEST_FILE)
     return World(dir=path, config=config, manifest=manifest, content_hash=str(record.get("content_hash", "")))
+
+
+def find_world(home: str | Path | None, content_hash: str) -> Path | None:
+    """The world directory under `<home>/worlds/` whose content hash is `content_hash` (what a latent cache records), or None."""
+    from songtrace.home import resolve_home
+
+    worlds = resolve_home(home) / "worlds"
+    if not content_hash or not worlds.is_dir():
+        return None
+    for world_dir in sorted(worlds.iterdir()):
+        cfg = world_dir / CONFIG_FILE
+        if not cfg.exists():
+            continue
+        try:
+            if read_json(cfg).get("content_hash") == content_hash:
+                return world_dir
+        except SongtraceError:
+            continue
+    return None
