@@ -180,7 +180,8 @@ def optout(
     save_safetensors(out_dir / MODEL_FILE, weights)
     parent = {"identity": identity, "dir": str(model_dir), "method": record.get("config", {}).get("method") if "model" in record else None}
     original = record.get("original_model") or {"identity": identity, "dir": str(model_dir)}
-    history = list(record.get("history", ())) + [{"method": config.method, **forget_set.to_record(), "forget_ids": list(forget_set.forget_ids)}]
+    entry = {"method": config.method, **forget_set.to_record(), "forget_ids": list(forget_set.forget_ids)}
+    history = [*record.get("history", ()), entry]
     final = finish_stage(out_dir, config, inputs, content_hash=hash_tensors(weights), extra={
         "model": architecture_record(record),
         "original_model": original,

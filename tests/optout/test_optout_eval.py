@@ -1,0 +1,113 @@
+"""The opt-out evaluation on the tiny world: every figure is finite, reruns are identical, bad pairs are refused."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fixtures_codec import single_thread
+from fixtures_optout import FORGET_ARTIST
+from songtrace.attribution import UnlearnConfig
+from songtrace.embedders import load_embedder
+from songtrace.embedders.songclap_train import config_for_world, train_songclap
+from songtrace.errors import SongtraceError
+from songtrace.optout import ForgetSpec, optout
+from songtrace.optout.evaluate import EVAL_FILE, FIGURES_FILE, OptoutEvalConfig, evaluate_optout, gaps_to_retrain
+from songtrace.optout.prompts import make_prompts, strip_artist
+
+TINY_EVAL = OptoutEvalConfig(loss_timesteps=4, max_items=8, prompts_per_kind=2, sampler_steps=4, credit_queries=2, fisher_timesteps=2,
+                             score_timesteps=2, attribution=UnlearnConfig(n_timesteps=4, timestep_chunk=4), relearn_steps=3)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, optout_model, tiny_latents, tiny_world):
+    root = tmp_path_factory.mktemp("optout_eval")
+    spec = ForgetSpec(artist=FORGET_ARTIST)
+    with single_thread():
+        ga = optout(optout_model, tiny_latents, spec, "ga", root / "ga", settings={"steps": 20}).out_dir
+        retrained = optout(optout_model, tiny_latents, spec, "retrain", root / "retrain").out_dir
+        songclap = root / "songclap"
+        train_songclap(config_for_world(tiny_world, steps=6), tiny_world, songclap)
+    return {"ga": ga, "retrained": retrained, "embedder": load_embedder(songclap)}
+
+
+@pytest.fixture(scope="module")
+def result(setup, optout_model, tiny_latents, tiny_codec, tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("optout_eval_out") / "eval"
+    with single_thread():
+        return evaluate_optout(setup["ga"], optout_model, tiny_latents, tiny_codec, setup["embedder"], TINY_EVAL,
+                               retrained_dir=setup["retrained"], world_dir=tiny_world, out_dir=out), out
+
+
+def _walk(d, path=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _walk(v, f"{path}{k}.")
+        else:
+            yield f"{path}{k}", v
+
+
+def test_every_figure_is_there_and_finite(result):
+    res, out = result
+    assert set(res["figures"]) == {"original", "unlearned", "retrained"}
+    for model, figs in res["figures"].items():
+        assert set(figs) == {"loss", "membership", "closeness", "quality", "credit", "relearn"}, model
+        assert set(figs["closeness"]) == {"caption", "naming", "style", "retain"}
+        for key, value in _walk(figs):
+            if key in ("quality.fd_note", "membership.reference") or (model == "original" and key == "relearn.recovered_fraction"):
+                continue
+            if key.split(".")[-1].startswith("n_"):
+                assert isinstance(value, int) and value > 0, (model, key, value)
+                continue
+            assert isinstance(value, float) and math.isfinite(value), (model, key, value)
+    assert res["figures"]["original"]["loss"].keys() == {"forget", "retain", "heldout"}
+    assert res["figures"]["unlearned"]["loss"]["delta_forget"] > 0  # ascent raised the forget loss
+    assert res["figures"]["original"]["quality"]["fd_vs_original"] == 0.0
+    assert res["sets"]["nonmember_reference"] == "all valid-split tracks (the forgotten artists have none)"
+    assert res["forget"]["artists"] == [FORGET_ARTIST] and res["forget"]["method"] == "ga"
+    assert res["gaps"]["loss.delta_forget"] == pytest.approx(res["figures"]["unlearned"]["loss"]["delta_forget"]
+                                                             - res["figures"]["retrained"]["loss"]["delta_forget"])
+    table = pd.read_parquet(out / FIGURES_FILE)
+    assert {"original", "unlearned", "retrained", "gap_to_retrain"} == set(table["model"]) and np.isfinite(table["value"]).all()
+    assert (out / EVAL_FILE).exists() and (out / "config.json").exists()
+
+
+def test_a_rerun_gives_the_same_figures(result, setup, optout_model, tiny_latents, tiny_codec, tiny_world):
+    with single_thread():
+        again = evaluate_optout(setup["ga"], optout_model, tiny_latents, tiny_codec, setup["embedder"], TINY_EVAL,
+                                retrained_dir=setup["retrained"], world_dir=tiny_world)
+    first = result[0]
+    assert again["figures"] == first["figures"] and again["gaps"] == first["gaps"]
+
+
+def test_mismatched_models_are_refused(setup, optout_model, tiny_latents, tiny_codec, tiny_world, tmp_path):
+    with pytest.raises(SongtraceError, match="not the model"):
+        evaluate_optout(setup["ga"], setup["retrained"], tiny_latents, tiny_codec, setup["embedder"], TINY_EVAL, world_dir=tiny_world)
+    other = optout(optout_model, tiny_latents, ForgetSpec(artist="The Highland Pipers"), "ga", tmp_path / "pipers", settings={"steps": 2})
+    with pytest.raises(SongtraceError, match="not without the"):
+        evaluate_optout(setup["ga"], optout_model, tiny_latents, tiny_codec, setup["embedder"], TINY_EVAL,
+                        retrained_dir=other.out_dir, world_dir=tiny_world)
+    with pytest.raises(SongtraceError, match="not an opt-out checkpoint"):
+        evaluate_optout(optout_model, optout_model, tiny_latents, tiny_codec, setup["embedder"], TINY_EVAL, world_dir=tiny_world)
+
+
+def test_gaps_are_unlearned_minus_retrained():
+    figs = {"unlearned": {"loss": {"forget": 2.0, "n_x": 3}, "a": None}, "retrained": {"loss": {"forget": 1.5, "n_x": 1}}}
+    assert gaps_to_retrain(figs) == {"loss.forget": 0.5}
+    assert gaps_to_retrain({"unlearned": {"x": 1.0}}) == {}
+
+
+def test_forget_prompts_name_the_artist_only_where_they_should(tiny_world):
+    manifest = pd.read_parquet(tiny_world / "manifest.parquet")
+    forget = manifest[manifest["artist"] == FORGET_ARTIST]["id"].tolist()
+    retain = manifest[(manifest["artist"] != FORGET_ARTIST) & (manifest["split"] == "train")]["id"].tolist()
+    prompts = make_prompts(manifest, forget, retain, 3)
+    by_kind = {k: [p.text for p in prompts if p.kind == k] for k in ("caption", "naming", "style", "retain")}
+    assert all(len(v) == 3 for v in by_kind.values())
+    assert all(FORGET_ARTIST in t for t in by_kind["caption"] + by_kind["naming"])
+    assert all(FORGET_ARTIST not in t for t in by_kind["style"] + by_kind["retain"])
+    assert strip_artist("Fiddle tune by Kilfenora Road; G minor.", "Kilfenora Road") == "Fiddle tune; G minor."
+    assert strip_artist("Kilfenora Road performs a jig in D.", "Kilfenora Road") == "A jig in D."
