@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "songtrace.cli.selfinfluence",
     "songtrace.cli.baselines",
     "songtrace.cli.compare",
+    "songtrace.cli.optout",
     "songtrace.cli.demo",
 )
 

@@ -77,8 +77,11 @@ def quality_figures(embedder: Embedder, waves: Sequence[np.ndarray], prompts: Se
     """Retain-prompt quality: FD against the original model's generations of the same prompts and seeds, text-audio alignment."""
     out: dict[str, Any] = {}
     own, ref = embed_set(embedder, list(waves), sr), embed_set(embedder, list(original_waves), sr)
-    fd = fd_result(ref, own, embedder.name, embedder.content_hash, extrapolate=False)
-    out["fd_vs_original"], out["fd_note"] = fd.fd, fd.note
+    if min(len(own), len(ref)) < 2:
+        out["fd_vs_original"], out["fd_note"] = None, f"too few embedding windows for an FD ({len(own)}); generate more retain prompts"
+    else:
+        fd = fd_result(ref, own, embedder.name, embedder.content_hash, extrapolate=False)
+        out["fd_vs_original"], out["fd_note"] = fd.fd, fd.note
     out["alignment"] = text_audio_alignment(embedder, prompts, waves, sr).mean if embedder.has_text else None
     return out
 

@@ -1,0 +1,205 @@
+"""CLI: `songtrace optout` (forget an artist, ids or captions: an unlearned checkpoint) and `songtrace optout-eval`."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+
+ModelOption = Annotated[str, typer.Option("--model", help="Model name under <home>/models, or a model directory.")]
+LatentsOption = Annotated[str, typer.Option("--latents", help="Latent cache the model was trained on (name or path).")]
+WorldOption = Annotated[str | None, typer.Option("--world", help="World the latents were encoded from (default: found by its hash).")]
+
+# options that set a method setting under a common name -> the setting's path for methods that nest it
+SHORTCUTS = {"steps": {"newton": "unlearn.steps"}, "lr": {"newton": "unlearn.lr"}, "seed": {"newton": "unlearn.seed"}}
+
+
+def parse_settings(pairs: list[str], method_name: str, shortcuts: dict[str, Any]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (values as JSON where they parse, else strings; dotted keys nest) plus shortcuts, as method settings."""
+    from songtrace.errors import SongtraceError
+
+    out: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        parts = path.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SongtraceError(f"--set {path}: {part} is not a group of settings")
+        node[parts[-1]] = value
+
+    for pair in pairs:
+        if "=" not in pair:
+            raise SongtraceError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set lr=1e-4)")
+        key, raw = pair.split("=", 1)
+        try:
+            value = jsonlib.loads(raw)
+        except ValueError:
+            value = raw
+        put(key.strip(), value)
+    for name, value in shortcuts.items():
+        if value is not None:
+            put(SHORTCUTS.get(name, {}).get(method_name, name), value)
+    return out
+
+
+def optout(
+    artist: Annotated[str | None, typer.Option("--artist", help="Forget this artist's whole catalogue.")] = None,
+    ids: Annotated[Path | None, typer.Option("--ids", help="Forget the track ids listed in this file (one per line).")] = None,
+    caption_regex: Annotated[str | None, typer.Option("--caption-regex", help="Forget every training track whose caption matches.")] = None,
+    method: Annotated[str, typer.Option("--method", help="ga, rl, graddiff, ewc, newton, salun, bounded or retrain.")] = "bounded",
+    setting: Annotated[list[str] | None, typer.Option("--set", help="A method setting KEY=VALUE (repeat; e.g. --set lam=0.5).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="The method's step budget.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="The method's learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw.")] = None,
+    model: ModelOption = "demo",
+    latents: LatentsOption = "demo",
+    world: WorldOption = None,
+    fisher: Annotated[str | None, typer.Option("--fisher", help="A fitted Fisher of this model to reuse (ewc, newton).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the checkpoint under <home>/models (default: derived).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Checkpoint directory (default: <home>/models/<name>).")] = None,
+    list_methods: Annotated[bool, typer.Option("--list-methods", help="List the methods and exit.")] = False,
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Make a model forget an artist, a list of ids or the tracks whose captions match; writes an unlearned checkpoint."""
+    from songtrace.artifacts import hash_json
+    from songtrace.home import resolve_artifact, resolve_home
+    from songtrace.optout import ForgetSpec, available_methods, method_config, read_ids_file
+    from songtrace.optout import optout as run_optout
+
+    if list_methods:
+        methods = available_methods()
+        if json:
+            print_json(methods)
+        else:
+            for m, summary in methods.items():
+                console.print(f"[bold]{m}[/]: {summary}")
+        return
+    spec = ForgetSpec(artist=artist, ids=read_ids_file(ids) if ids is not None else None, caption_regex=caption_regex,
+                      ids_source=str(ids) if ids is not None else "")
+    settings = parse_settings(setting or [], method, {"steps": steps, "lr": lr, "seed": seed})
+    method_config(method, settings)  # refuse bad settings before anything is resolved or written
+    model_dir = resolve_artifact(home, "models", model)
+    if out is None:
+        label = name or f"{Path(model).name}-{method}-{hash_json({'spec': spec.to_dict(), 'settings': settings})[:8]}"
+        out = resolve_home(home) / "models" / label
+    result = run_optout(model_dir, resolve_artifact(home, "latents", latents), spec, method, out, settings=settings, home=home,
+                        world_dir=resolve_artifact(home, "worlds", world) if world else None,
+                        fisher_dir=resolve_artifact(home, "fisher", fisher) if fisher else None, overwrite=overwrite)
+    record = result.record
+    summary = {"checkpoint": str(result.out_dir), "method": method, "settings": record["config"]["settings"],
+               "forget": record["forget"], "original_model": record["original_model"], "seconds": record["seconds"],
+               "identity": record["content_hash"], "stop_reason": record["method_log"].get("stop_reason")}
+    if json:
+        print_json(summary)
+        return
+    f = record["forget"]
+    console.print(f"forgot {f['n_forget']} tracks ({', '.join(f'{a} ×{n}' for a, n in f['artists'].items())}), kept {f['n_retain']}; "
+                  f"{method} took {record['seconds']:.1f} s")
+    console.print(f"unlearned checkpoint written to {result.out_dir} (use it as --model {result.out_dir})")
+
+
+def optout_eval(
+    unlearned: Annotated[str, typer.Argument(help="The unlearned checkpoint (name under <home>/models, or a directory).")],
+    original: Annotated[str, typer.Option("--original", help="The model it was unlearned from.")] = "demo",
+    retrained: Annotated[str | None, typer.Option("--retrained", help="The same recipe retrained without the forget set.")] = None,
+    latents: LatentsOption = "demo",
+    codec: Annotated[str, typer.Option("--codec", help="Codec the latents were encoded with (name or path).")] = "demo",
+    world: WorldOption = None,
+    embedder: Annotated[str, typer.Option("--embedder", help="songclap, dsp, clap, ... or auto (songclap when trained).")] = "auto",
+    timesteps: Annotated[int, typer.Option("--timesteps", help="Timesteps T per track of the fixed loss plan.")] = 32,
+    prompts: Annotated[int, typer.Option("--prompts", help="Prompts of each kind (captions, naming, style, retain).")] = 4,
+    generations: Annotated[int, typer.Option("--generations", help="Generations (seeds) per prompt.")] = 1,
+    sampler_steps: Annotated[int, typer.Option("--sampler-steps", help="Sampler steps per generation.")] = 25,
+    credit_queries: Annotated[int, typer.Option("--credit-queries", help="Forget-prompt generations attributed per model (0: skip).")] = 4,
+    relearn_steps: Annotated[int, typer.Option("--relearn-steps", help="Fine-tuning steps on retain data (0: skip).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the loss plan and the generations.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <checkpoint>/eval).")] = None,
+    home: HomeOption = None,
+    overwrite: OverwriteOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Evaluate an opt-out against the original (and the retrained) model: losses, membership, closeness, quality, credit."""
+    from songtrace.embedders import load_embedder
+    from songtrace.embedders.registry import resolve_embedder_name
+    from songtrace.home import resolve_artifact
+    from songtrace.optout.evaluate import OptoutEvalConfig, evaluate_optout
+
+    config = OptoutEvalConfig(loss_timesteps=timesteps, prompts_per_kind=prompts, generations_per_prompt=generations,
+                              sampler_steps=sampler_steps, credit_queries=credit_queries, relearn_steps=relearn_steps, seed=seed)
+    unlearned_dir = resolve_artifact(home, "models", unlearned)
+    result = evaluate_optout(
+        unlearned_dir, resolve_artifact(home, "models", original), resolve_artifact(home, "latents", latents),
+        resolve_artifact(home, "codecs", codec), load_embedder(resolve_embedder_name(embedder, home), home=home), config,
+        retrained_dir=resolve_artifact(home, "models", retrained) if retrained else None,
+        world_dir=resolve_artifact(home, "worlds", world) if world else None, home=home,
+        out_dir=out or unlearned_dir / "eval", overwrite=overwrite,
+    )
+    if json:
+        print_json(result)
+        return
+    _print_eval(result)
+    console.print(f"evaluation written to {out or unlearned_dir / 'eval'}")
+
+
+# the figures the table shows: (label, path in a model's figures, what is better)
+SHOWN = (
+    ("forget loss change", "loss.delta_forget", "like retrained"),
+    ("retain loss change", "loss.delta_retain", "≈ 0"),
+    ("held-out loss change", "loss.delta_heldout", "≈ 0"),
+    ("membership AUC (forget vs unseen)", "membership.auc", "like retrained"),
+    ("P(artist) on forget captions", "closeness.caption.artist_probability", "like retrained"),
+    ("P(artist) on naming prompts", "closeness.naming.artist_probability", "like retrained"),
+    ("P(artist) on style prompts", "closeness.style.artist_probability", "like retrained"),
+    ("similarity to forget tracks (captions)", "closeness.caption.centroid_cosine", "like retrained"),
+    ("FD retain prompts vs original", "quality.fd_vs_original", "low"),
+    ("text-audio alignment (retain)", "quality.alignment", "high"),
+    ("artist credit share", "credit.artist_share", "like retrained"),
+    ("forget loss regained by relearning", "relearn.regained", "like retrained"),
+)
+
+
+def _get(figs: dict[str, Any], path: str) -> Any:
+    node: Any = figs
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    models = list(result["figures"])
+    f = result["forget"]
+    table = Table(title=f"opt-out of {', '.join(f['artists']) or str(f['n']) + ' tracks'} by {f['method']}", title_justify="left")
+    table.add_column("figure")
+    for m in models:
+        table.add_column(m, justify="right")
+    if "retrained" in models:
+        table.add_column("gap to retrain", justify="right")
+    table.add_column("better")
+    for label, path, better in SHOWN:
+        values = [_get(result["figures"][m], path) for m in models]
+        if all(v is None for v in values):
+            continue
+        cells = ["—" if v is None else f"{v:.4g}" for v in values]
+        if "retrained" in models:
+            gap = result["gaps"].get(path)
+            cells.append("—" if gap is None else f"{gap:+.4g}")
+        table.add_row(label, *cells, better)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `optout` and `optout-eval` to the songtrace app."""
+    app.command("optout")(optout)
+    app.command("optout-eval")(optout_eval)
