@@ -8,11 +8,28 @@ from typing import Annotated, Any
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import (
+    CodecOption,
+    EmbedderOption,
+    HomeOption,
+    JsonOption,
+    LatentsOption,
+    ModelOption,
+    OutDirOption,
+    OverwriteOption,
+    SeedOption,
+    artifact_dir,
+    console,
+    name_option,
+    print_json,
+)
 
-ModelOption = Annotated[str, typer.Option("--model", help="Model name under <home>/models, or a model directory.")]
-LatentsOption = Annotated[str, typer.Option("--latents", help="Latent cache the model was trained on (name or path).")]
-WorldOption = Annotated[str | None, typer.Option("--world", help="World the latents were encoded from (default: found by its hash).")]
+WorldOption = Annotated[
+    str | None, typer.Option("--world", help="World the latents were encoded from: a name under <home>/worlds or its directory "
+                                             "(default: the one whose hash the latent cache records).")
+]
+FisherOption = Annotated[str | None, typer.Option("--fisher", help="A fitted Fisher of this model to reuse (ewc, newton): a name "
+                                                                   "under <home>/fisher or its directory.")]
 
 # options that set a method setting under a common name -> the setting's path for methods that nest it
 SHORTCUTS = {"steps": {"newton": "unlearn.steps"}, "lr": {"newton": "unlearn.lr"}, "seed": {"newton": "unlearn.seed"}}
@@ -60,17 +77,24 @@ def optout(
     model: ModelOption = "demo",
     latents: LatentsOption = "demo",
     world: WorldOption = None,
-    fisher: Annotated[str | None, typer.Option("--fisher", help="A fitted Fisher of this model to reuse (ewc, newton).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Name of the checkpoint under <home>/models (default: derived).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Checkpoint directory (default: <home>/models/<name>).")] = None,
+    fisher: FisherOption = None,
+    name: Annotated[str | None, name_option("models")] = None,
+    out: OutDirOption = None,
     list_methods: Annotated[bool, typer.Option("--list-methods", help="List the methods and exit.")] = False,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Make a model forget an artist, a list of ids or the tracks whose captions match; writes an unlearned checkpoint."""
+    """Make a model forget an artist, a list of ids or the tracks whose captions match; writes an unlearned checkpoint.
+
+    The checkpoint (<home>/models/<name>, default <model>-<method>-<hash>) loads as --model in every
+    other command. Bad input (an unknown artist, an empty forget set, the whole training set, ids the
+    model never trained on, latents of another model) is refused before anything is written.
+
+    Example: songtrace optout --artist "Kilfenora Road" --method bounded --model demo --name demo-no-kilfenora
+    """
     from songtrace.artifacts import hash_json
-    from songtrace.home import resolve_artifact, resolve_home
+    from songtrace.home import resolve_home
     from songtrace.optout import ForgetSpec, available_methods, method_config, read_ids_file
     from songtrace.optout import optout as run_optout
 
@@ -86,13 +110,13 @@ def optout(
                       ids_source=str(ids) if ids is not None else "")
     settings = parse_settings(setting or [], method, {"steps": steps, "lr": lr, "seed": seed})
     method_config(method, settings)  # refuse bad settings before anything is resolved or written
-    model_dir = resolve_artifact(home, "models", model)
+    model_dir = artifact_dir(home, "model", model)
     if out is None:
         label = name or f"{Path(model).name}-{method}-{hash_json({'spec': spec.to_dict(), 'settings': settings})[:8]}"
         out = resolve_home(home) / "models" / label
-    result = run_optout(model_dir, resolve_artifact(home, "latents", latents), spec, method, out, settings=settings, home=home,
-                        world_dir=resolve_artifact(home, "worlds", world) if world else None,
-                        fisher_dir=resolve_artifact(home, "fisher", fisher) if fisher else None, overwrite=overwrite)
+    result = run_optout(model_dir, artifact_dir(home, "latents", latents), spec, method, out, settings=settings, home=home,
+                        world_dir=artifact_dir(home, "world", world) if world else None,
+                        fisher_dir=artifact_dir(home, "fisher", fisher) if fisher else None, overwrite=overwrite)
     record = result.record
     summary = {"checkpoint": str(result.out_dir), "method": method, "settings": record["config"]["settings"],
                "forget": record["forget"], "original_model": record["original_model"], "seconds": record["seconds"],
@@ -108,38 +132,43 @@ def optout(
 
 def optout_eval(
     unlearned: Annotated[str, typer.Argument(help="The unlearned checkpoint (name under <home>/models, or a directory).")],
-    original: Annotated[str, typer.Option("--original", help="The model it was unlearned from.")] = "demo",
-    retrained: Annotated[str | None, typer.Option("--retrained", help="The same recipe retrained without the forget set.")] = None,
+    original: Annotated[str, typer.Option("--original", help="The model it was unlearned from (name under <home>/models or a path).")
+                        ] = "demo",
+    retrained: Annotated[str | None, typer.Option("--retrained", help="The same recipe retrained without the forget set "
+                                                                      "(`songtrace optout --method retrain`).")] = None,
     latents: LatentsOption = "demo",
-    codec: Annotated[str, typer.Option("--codec", help="Codec the latents were encoded with (name or path).")] = "demo",
+    codec: CodecOption = "demo",
     world: WorldOption = None,
-    embedder: Annotated[str, typer.Option("--embedder", help="songclap, dsp, clap, ... or auto (songclap when trained).")] = "auto",
+    embedder: EmbedderOption = "auto",
     timesteps: Annotated[int, typer.Option("--timesteps", help="Timesteps T per track of the fixed loss plan.")] = 32,
     prompts: Annotated[int, typer.Option("--prompts", help="Prompts of each kind (captions, naming, style, retain).")] = 4,
     generations: Annotated[int, typer.Option("--generations", help="Generations (seeds) per prompt.")] = 1,
     sampler_steps: Annotated[int, typer.Option("--sampler-steps", help="Sampler steps per generation.")] = 25,
     credit_queries: Annotated[int, typer.Option("--credit-queries", help="Forget-prompt generations attributed per model (0: skip).")] = 4,
     relearn_steps: Annotated[int, typer.Option("--relearn-steps", help="Fine-tuning steps on retain data (0: skip).")] = 20,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the loss plan and the generations.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: <checkpoint>/eval).")] = None,
+    seed: SeedOption = 0,
+    out: OutDirOption = None,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Evaluate an opt-out against the original (and the retrained) model: losses, membership, closeness, quality, credit."""
-    from songtrace.embedders import load_embedder
-    from songtrace.embedders.registry import resolve_embedder_name
-    from songtrace.home import resolve_artifact
+    """Evaluate an opt-out against the original (and the retrained) model: losses, membership, closeness, quality, credit.
+
+    Writes eval.json and figures.parquet to --out (default <checkpoint>/eval) and prints the table,
+    with each figure's gap to the retrained model when --retrained is given.
+
+    Example: songtrace optout-eval demo-no-kilfenora --original demo --retrained demo-retrain-kilfenora --json
+    """
     from songtrace.optout.evaluate import OptoutEvalConfig, evaluate_optout
 
     config = OptoutEvalConfig(loss_timesteps=timesteps, prompts_per_kind=prompts, generations_per_prompt=generations,
                               sampler_steps=sampler_steps, credit_queries=credit_queries, relearn_steps=relearn_steps, seed=seed)
-    unlearned_dir = resolve_artifact(home, "models", unlearned)
+    unlearned_dir = artifact_dir(home, "model", unlearned)
     result = evaluate_optout(
-        unlearned_dir, resolve_artifact(home, "models", original), resolve_artifact(home, "latents", latents),
-        resolve_artifact(home, "codecs", codec), load_embedder(resolve_embedder_name(embedder, home), home=home), config,
-        retrained_dir=resolve_artifact(home, "models", retrained) if retrained else None,
-        world_dir=resolve_artifact(home, "worlds", world) if world else None, home=home,
+        unlearned_dir, artifact_dir(home, "model", original), artifact_dir(home, "latents", latents),
+        artifact_dir(home, "codec", codec), embedder, config,
+        retrained_dir=artifact_dir(home, "model", retrained) if retrained else None,
+        world_dir=artifact_dir(home, "world", world) if world else None, home=home,
         out_dir=out or unlearned_dir / "eval", overwrite=overwrite,
     )
     if json:

@@ -382,7 +382,7 @@ def evaluate_optout(
     original_dir: str | Path,
     latents_dir: str | Path,
     codec_dir: str | Path,
-    embedder: Embedder,
+    embedder: str | Path | Embedder,
     config: OptoutEvalConfig | None = None,
     retrained_dir: str | Path | None = None,
     world_dir: str | Path | None = None,
@@ -390,11 +390,16 @@ def evaluate_optout(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate an opt-out checkpoint from artifact directories; with `out_dir`, write eval.json, figures.parquet, config.json."""
+    """Evaluate an opt-out checkpoint from artifact directories; with `out_dir`, write eval.json, figures.parquet, config.json.
+
+    `embedder` is an `Embedder` or a name / path for `embedders.registry.resolve_embedder` ("auto": songclap when trained).
+    """
     from songtrace.codec import load_codec
+    from songtrace.embedders.registry import resolve_embedder
     from songtrace.world import find_world, load_world
 
     config = config or OptoutEvalConfig()
+    embedder = resolve_embedder(embedder, home)
     unlearned_dir, original_dir, latents_dir = Path(unlearned_dir), Path(original_dir), Path(latents_dir)
     inputs = load_inputs(unlearned_dir, original_dir, latents_dir, Path(retrained_dir) if retrained_dir else None)
     latents_record = read_json(latents_dir / CONFIG_FILE)
