@@ -20,6 +20,7 @@ import typer
 from songtrace.artifacts import StageConfig, check_positive, read_json, write_json
 from songtrace.cli.options import HomeOption, JsonOption, SeedOption, console, print_json
 from songtrace.home import resolve_home, stage_dir
+from songtrace.progress import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +130,14 @@ def run_demo(config: DemoConfig, home: Path | None = None) -> dict[str, Any]:
     generated: dict[str, list[np.ndarray]] = {}
 
     def _generate() -> None:
-        for i, (artist, prompt) in enumerate(sorted(prompts.items())):
-            for k in range(config.generations_per_artist):
-                seed = config.seed * 1000 + 10 * i + k
-                track = generate(model_dir, codec_dir, prompt, seconds=config.max_seconds * 0.75, seed=seed,
-                                 steps=config.sampler_steps)
-                save_generated(track, gen_dir / f"{artist.replace(' ', '_')}-{k}.wav")
-                generated.setdefault(artist, []).append(track.wav)
+        jobs = [(i, artist, prompt, k) for i, (artist, prompt) in enumerate(sorted(prompts.items()))
+                for k in range(config.generations_per_artist)]
+        for i, artist, prompt, k in progress(jobs, total=len(jobs), desc="generating", unit="track"):
+            seed = config.seed * 1000 + 10 * i + k
+            track = generate(model_dir, codec_dir, prompt, seconds=config.max_seconds * 0.75, seed=seed,
+                             steps=config.sampler_steps)
+            save_generated(track, gen_dir / f"{artist.replace(' ', '_')}-{k}.wav")
+            generated.setdefault(artist, []).append(track.wav)
 
     timer.run("generate", _generate)
 

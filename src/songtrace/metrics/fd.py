@@ -17,6 +17,7 @@ import numpy as np
 
 from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
+from songtrace.progress import progress
 
 PER = ("window", "track")
 
@@ -129,9 +130,10 @@ def embed_set(embedder: Embedder, waves: Sequence[np.ndarray], sr: int, per: str
         raise SongtraceError(f"unknown FD unit {per!r}; valid: {', '.join(PER)}")
     if not waves:
         raise SongtraceError("FD: an audio set is empty")
+    tracks = progress(waves, total=len(waves), desc=f"embedding for FD ({embedder.name})", unit="track")
     if per == "track":
-        return embedder.embed_audio(waves, sr)
-    return np.concatenate([embedder.embed_windows(w, sr, normalise=False) for w in waves])
+        return np.concatenate([embedder.embed_audio([w], sr) for w in tracks])
+    return np.concatenate([embedder.embed_windows(w, sr, normalise=False) for w in tracks])
 
 
 def fd_between(embedder: Embedder, waves_a: Sequence[np.ndarray], waves_b: Sequence[np.ndarray], sr: int,
