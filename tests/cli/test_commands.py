@@ -34,6 +34,25 @@ def test_every_command_has_a_worked_example_home_and_json():
         assert {"--home", "--json"} <= options, f"{path} lacks --home or --json"
 
 
+SHARED = ("--home", "--json", "--overwrite", "--seed", "--model", "--latents", "--world", "--codec", "--fisher", "--query")
+UNLEARNING = ("--lr", "--steps", "--group", "--mask", "--damping", "--damping-mode", "--timesteps", "--score-timesteps")
+
+
+def test_shared_options_are_declared_once():
+    """The same flag means the same thing with the same help everywhere (the unlearning ones in attribute and compare)."""
+    commands = dict(_leaf_commands(typer.main.get_command(app)))
+    seen: dict[str, set[str]] = {}
+    for path, command in commands.items():
+        for p in command.params:
+            flag = p.opts[0]
+            if flag in SHARED or (flag in UNLEARNING and path in ("songtrace attribute", "songtrace compare")):
+                seen.setdefault(flag, set()).add(p.help)
+    assert set(seen) == set(SHARED) | set(UNLEARNING)
+    assert {flag: helps for flag, helps in seen.items() if len(helps) > 1} == {}
+    outs = {p.help for c in commands.values() for p in c.params if p.opts[0] == "--out" and "directory" in (p.help or "")}
+    assert len(outs) == 1
+
+
 def test_the_readme_lists_every_command_with_its_example():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]

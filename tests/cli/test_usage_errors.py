@@ -135,12 +135,15 @@ def test_python_m_songtrace_cli_reports_a_usage_error_in_one_line():
 
 
 def test_importing_the_cli_changes_nothing_and_main_tunes_openmp_before_torch_loads():
-    """`import songtrace.cli` loads no torch and sets no environment; main() sets OMP_WAIT_POLICY before torch is imported."""
+    """`import songtrace.cli` and building the app load no torch and set no environment; main() sets OMP_WAIT_POLICY
+    before torch is imported, and SONGTRACE_THREADS sets torch's threads."""
     script = """
 import os, sys
 import songtrace.cli
 assert "torch" not in sys.modules, "import songtrace.cli loaded torch"
 assert "OMP_WAIT_POLICY" not in os.environ, "import songtrace.cli changed the environment"
+songtrace.cli.build_app()
+assert "torch" not in sys.modules, "a command module imports torch at its top (keeps --help and usage errors slow)"
 seen = []
 class Watch:
     def find_spec(self, name, path=None, target=None):

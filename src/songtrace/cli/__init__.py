@@ -14,7 +14,8 @@ missing is not skipped silently: the CLI says which extra its commands need.
 
 Importing this package has no side effects and does not load torch: `main()` (the `songtrace`
 console script, and `python -m songtrace.cli`) sets OMP_WAIT_POLICY first, then builds the app;
-`songtrace.cli.app` (for CliRunner and embedding) is built on first access.
+`songtrace.cli.app` (for CliRunner and embedding) is built on first access. Building the app loads
+no torch either (tests/cli/test_usage_errors.py checks it), so `--help` and usage errors are quick.
 """
 
 from __future__ import annotations

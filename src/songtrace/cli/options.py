@@ -78,6 +78,21 @@ EmbedderOption = Annotated[
 ]
 
 
+def _unlearn_option(flag: str, what: str) -> Any:
+    """An unlearning (Eq. 6) setting of `attribute` and `compare`: unset = the same default for both."""
+    return typer.Option(flag, help=f"{what} (default: selfinfluence's best for this model, else the UnlearnConfig default).")
+
+
+UnlearnLrOption = Annotated[float | None, _unlearn_option("--lr", "Unlearning learning rate η")]
+UnlearnStepsOption = Annotated[int | None, _unlearn_option("--steps", "Unlearning steps (1-4), gradient re-evaluated each step")]
+UnlearnGroupOption = Annotated[str | None, _unlearn_option("--group", "Target layers: to_kv, cross_attn, self_attn, all, or re:REGEX")]
+UnlearnMaskOption = Annotated[str | None, _unlearn_option("--mask", "Padding masks: mixed (M_U only, the paper's best), both, M_L, none")]
+UnlearnDampingOption = Annotated[float | None, _unlearn_option("--damping", "Damping λ added to F (see --damping-mode)")]
+UnlearnDampingModeOption = Annotated[str | None, _unlearn_option("--damping-mode", "relative (λ = damping × mean F) or absolute")]
+UnlearnTimestepsOption = Annotated[int | None, _unlearn_option("--timesteps", "Timesteps T of the query's unlearning loss (paper: 2048)")]
+ScoreTimestepsOption = Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring τ.")]
+
+
 def name_option(stage: str) -> Any:
     """`--name` of the artifact a command writes, under `<home>/<stage>/`."""
     return typer.Option("--name", help=f"Name of the artifact to write (a directory under <home>/{stage}).")
