@@ -49,8 +49,10 @@ def test_shared_options_are_declared_once():
                 seen.setdefault(flag, set()).add(p.help)
     assert set(seen) == set(SHARED) | set(UNLEARNING)
     assert {flag: helps for flag, helps in seen.items() if len(helps) > 1} == {}
-    outs = {p.help for c in commands.values() for p in c.params if p.opts[0] == "--out" and "directory" in (p.help or "")}
-    assert len(outs) == 1
+    out_dirs = {path: c for path, c in commands.items() for p in c.params if p.opts[0] == "--out" and "directory" in (p.help or "")}
+    assert len({p.help for c in out_dirs.values() for p in c.params if p.opts[0] == "--out"}) == 1
+    for path, command in out_dirs.items():  # the shared --out help points to the description for the default
+        assert "--out" in command.help, f"{path}: its description does not say where --out defaults to"
 
 
 def test_the_readme_lists_every_command_with_its_example():

@@ -104,7 +104,8 @@ def attribute(
     """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0).
 
     Unlearning settings not given here come from `songtrace selfinfluence`'s best configuration for the same model.
-    The seed draws the timesteps and noise, per item id. The codec decodes audio queries.
+    The seed draws the timesteps and noise, per item id. The codec decodes audio queries. Results go to --out
+    (default <home>/runs/attribute/<hash of config and queries>).
 
     Example: songtrace attribute --query x.latent.safetensors --query "prompt:a chorale@0" --top 20 --out run/ --json
     """

@@ -46,7 +46,7 @@ def baseline(
     """Attribute queries to the training set with one baseline method (seed 002, section 3.3).
 
     --embedder is the embedding method's; the seed draws the white-box methods' noise and projections; the codec
-    decodes latent queries to audio.
+    decodes latent queries to audio. Results go to --out (default <home>/runs/baseline/<hash of config and queries>).
 
     Example: songtrace baseline --method embedding --query x.latent.safetensors --top 10 --json
     """

@@ -92,7 +92,7 @@ def compare(
     """Compare unlearning with the CLAP-, CLEWS-, LPIPS-like, RPS and gradient baselines (seed 002, Figs. 1-2).
 
     The seed draws the prompts, generations, planted queries and the baselines' noise; --embedder is the embedding
-    baseline's; the Fisher is read for unlearning.
+    baseline's; the Fisher is read for unlearning. Results go to --out (default <home>/runs/compare/<config hash>).
 
     Example: songtrace compare --queries 16 --methods unlearning,embedding,activations --out cmp/ --json
     """

@@ -52,12 +52,12 @@ HomeOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts); messages go to stderr.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact made with a different config.")]
-SeedOption = Annotated[
-    int, typer.Option("--seed", help="Seed of every random choice the command makes (same seed, same inputs: same result).")
-]
+_SEED_HELP = "Seed of every random choice the command makes (same seed, same inputs: same result)."
+SeedOption = Annotated[int, typer.Option("--seed", help=_SEED_HELP)]
+OptionalSeedOption = Annotated[int | None, typer.Option("--seed", help=_SEED_HELP)]  # unset: the command's docstring says what
 OutDirOption = Annotated[
     Path | None,
-    typer.Option("--out", callback=_directory_or_new, help="Output directory (default: <home>/runs/<command>/<hash of the inputs>)."),
+    typer.Option("--out", callback=_directory_or_new, help="Output directory (default: as the description above says)."),
 ]
 
 ModelOption = Annotated[str, _artifact_option("model", "Model")]
@@ -65,6 +65,9 @@ LatentsOption = Annotated[str, _artifact_option("latents", "Latent cache")]
 WorldOption = Annotated[str, _artifact_option("world", "World (the audio, captions and artists)")]
 CodecOption = Annotated[str, _artifact_option("codec", "Codec (latents <-> audio)")]
 FisherOption = Annotated[str, _artifact_option("fisher", "Diagonal Fisher")]
+# the same options where a command can do without them (its docstring says what unset means)
+OptionalWorldOption = Annotated[str | None, _artifact_option("world", "World (the audio, captions and artists)")]
+OptionalFisherOption = Annotated[str | None, _artifact_option("fisher", "Diagonal Fisher")]
 
 QueryOption = Annotated[
     list[str],

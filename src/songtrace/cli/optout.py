@@ -15,6 +15,9 @@ from songtrace.cli.options import (
     JsonOption,
     LatentsOption,
     ModelOption,
+    OptionalFisherOption,
+    OptionalSeedOption,
+    OptionalWorldOption,
     OutDirOption,
     OverwriteOption,
     SeedOption,
@@ -23,13 +26,6 @@ from songtrace.cli.options import (
     name_option,
     print_json,
 )
-
-WorldOption = Annotated[
-    str | None, typer.Option("--world", help="World the latents were encoded from: a name under <home>/worlds or its directory "
-                                             "(default: the one whose hash the latent cache records).")
-]
-FisherOption = Annotated[str | None, typer.Option("--fisher", help="A fitted Fisher of this model to reuse (ewc, newton): a name "
-                                                                   "under <home>/fisher or its directory.")]
 
 # options that set a method setting under a common name -> the setting's path for methods that nest it
 SHORTCUTS = {"steps": {"newton": "unlearn.steps"}, "lr": {"newton": "unlearn.lr"}, "seed": {"newton": "unlearn.seed"}}
@@ -73,11 +69,11 @@ def optout(
     setting: Annotated[list[str] | None, typer.Option("--set", help="A method setting KEY=VALUE (repeat; e.g. --set lam=0.5).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="The method's step budget.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="The method's learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw.")] = None,
+    seed: OptionalSeedOption = None,
     model: ModelOption = "demo",
     latents: LatentsOption = "demo",
-    world: WorldOption = None,
-    fisher: FisherOption = None,
+    world: OptionalWorldOption = None,
+    fisher: OptionalFisherOption = None,
     name: Annotated[str | None, name_option("models")] = None,
     out: OutDirOption = None,
     list_methods: Annotated[bool, typer.Option("--list-methods", help="List the methods and exit.")] = False,
@@ -87,9 +83,11 @@ def optout(
 ) -> None:
     """Make a model forget an artist, a list of ids or the tracks whose captions match; writes an unlearned checkpoint.
 
-    The checkpoint (<home>/models/<name>, default <model>-<method>-<hash>) loads as --model in every
-    other command. Bad input (an unknown artist, an empty forget set, the whole training set, ids the
+    The checkpoint (--out, else <home>/models/<name>, default <model>-<method>-<hash>) loads as --model
+    in every other command. Bad input (an unknown artist, an empty forget set, the whole training set, ids the
     model never trained on, latents of another model) is refused before anything is written.
+    Unset, --world is the world the latent cache records, --seed the method's own; --fisher is a fitted
+    Fisher of this model for ewc and newton to reuse.
 
     Example: songtrace optout --artist "Kilfenora Road" --method bounded --model demo --name demo-no-kilfenora
     """
@@ -138,7 +136,7 @@ def optout_eval(
                                                                       "(`songtrace optout --method retrain`).")] = None,
     latents: LatentsOption = "demo",
     codec: CodecOption = "demo",
-    world: WorldOption = None,
+    world: OptionalWorldOption = None,
     embedder: EmbedderOption = "auto",
     timesteps: Annotated[int, typer.Option("--timesteps", help="Timesteps T per track of the fixed loss plan.")] = 32,
     prompts: Annotated[int, typer.Option("--prompts", help="Prompts of each kind (captions, naming, style, retain).")] = 4,
@@ -155,7 +153,8 @@ def optout_eval(
     """Evaluate an opt-out against the original (and the retrained) model: losses, membership, closeness, quality, credit.
 
     Writes eval.json and figures.parquet to --out (default <checkpoint>/eval) and prints the table,
-    with each figure's gap to the retrained model when --retrained is given.
+    with each figure's gap to the retrained model when --retrained is given. Unset, --world is the world
+    the latent cache records.
 
     Example: songtrace optout-eval demo-no-kilfenora --original demo --retrained demo-retrain-kilfenora --json
     """

@@ -77,7 +77,8 @@ def selfinfluence(
 
     The best configuration is saved per model, and `songtrace attribute` starts from it. The seed draws the targets,
     timesteps and noise; the world gives the audio for embeddings and the version groups; the Fisher is fitted over
-    all weights if missing; the codec decodes generations for FD.
+    all weights if missing; the codec decodes generations for FD. Results go to --out (default
+    <home>/runs/selfinfluence/<config hash>).
 
     Example: songtrace selfinfluence --targets 40 --out si/ --json
     """
