@@ -3,11 +3,24 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.songtrace-installed
+SAT_STAMP := $(VENV)/.songtrace-sat-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-sat demo test lint bench clean
 
 setup: $(STAMP)
+
+# The stable-audio-tools extra: its model code only. stable-audio-tools 0.0.19 pins heavy training/UI
+# packages (and through them another torch), so it and torchaudio go in with --no-deps beside what its
+# model code imports; tools/setup_sat.py drops torchaudio's CUDA-linked extension on a CPU torch
+# (it cannot load there, and transformers imports torchaudio when installed) and checks the import.
+setup-sat: $(SAT_STAMP)
+
+$(SAT_STAMP): $(STAMP) tools/setup_sat.py
+	$(PY) -m pip install -q --no-deps stable-audio-tools==0.0.19 torchaudio==2.11.0 alias-free-torch==0.0.6 einops-exts==0.0.4
+	$(PY) -m pip install -q "einops>=0.7"
+	$(PY) tools/setup_sat.py
+	touch $(SAT_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/songtrace demo
 
-test: $(STAMP)
+test: $(STAMP) $(SAT_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -14,4 +14,4 @@ import torch
 # Tiny models run fastest, and reproducibly, on one thread; CI machines are small and shared.
 torch.set_num_threads(1)
 
-pytest_plugins = ["fixtures_world", "fixtures_codec", "fixtures_model", "fixtures_optout"]
+pytest_plugins = ["fixtures_world", "fixtures_codec", "fixtures_model", "fixtures_optout", "fixtures_real"]

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "songtrace.cli.world",
     "songtrace.cli.codec",
     "songtrace.cli.model",
+    "songtrace.cli.model_import",
     "songtrace.cli.embedders",
     "songtrace.cli.attribution",
     "songtrace.cli.selfinfluence",

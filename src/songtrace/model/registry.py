@@ -1,8 +1,11 @@
 """Model checkpoints: the architecture registry, `load_model(dir)` and `load_task(dir)`.
 
-A model directory holds `model.safetensors` (the EMA weights generation and attribution use) and
-`config.json` whose `config` is a `ModelConfig` record: `{"arch": "dit", "dit": {...DiTConfig},
-"train": {...}}`. The architecture name picks the builder from `ARCHITECTURES`, so other model
+A model directory holds `model.safetensors` (the weights generation and attribution use: the EMA
+weights of a trained DiT, or an imported checkpoint's state dict) and `config.json`, whose `config`
+is the record the builder reads: a trained DiT's `ModelConfig` (`{"arch": "dit", "dit": {...},
+"train": {...}}`) or an imported model's `ImportedModel` (`{"arch": "diffusers-stable-audio" |
+"stable-audio-tools", "source": ..., "spec": {the library's own configs}}`, written by
+`songtrace.model.importer`). The architecture name picks the builder from `ARCHITECTURES`, so model
 families (adapters) plug in without if/elif chains.
 
 A *derived* checkpoint (an unlearned or fine-tuned model) is the artifact of another stage; its
@@ -24,7 +27,9 @@ from songtrace.model.dit import DiT, DiTConfig
 from songtrace.model.task import ModelTask, task_for
 
 MODEL_FILE = "model.safetensors"
-MODEL_STAGE = "ModelConfig"
+MODEL_STAGE = "ModelConfig"  # trained here
+IMPORT_STAGE = "ImportedModel"  # imported from a library's checkpoint (songtrace.model.importer)
+MODEL_STAGES = (MODEL_STAGE, IMPORT_STAGE)
 
 
 def _build_dit(config: Mapping[str, Any]) -> nn.Module:
@@ -37,8 +42,18 @@ def _build_diffusers(config: Mapping[str, Any]) -> nn.Module:
     return build_from_record(config)
 
 
+def _build_sat(config: Mapping[str, Any]) -> nn.Module:
+    from songtrace.model.adapters.stable_audio_tools import build_from_record
+
+    return build_from_record(config)
+
+
 # arch name -> builder taking the `config` record of config.json
-ARCHITECTURES: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {"dit": _build_dit, "diffusers-stable-audio": _build_diffusers}
+ARCHITECTURES: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "dit": _build_dit,
+    "diffusers-stable-audio": _build_diffusers,
+    "stable-audio-tools": _build_sat,
+}
 
 
 def build_model(config: Mapping[str, Any]) -> nn.Module:
@@ -56,18 +71,20 @@ def model_record(model_dir: str | Path) -> dict[str, Any]:
     if not cfg_path.exists():
         raise SongtraceError(f"{cfg_path}: not found; is {model_dir} a model directory? (run `songtrace train` first)")
     record = read_json(cfg_path)
-    if record.get("stage") != MODEL_STAGE and not isinstance(record.get("model"), dict):
+    if record.get("stage") not in MODEL_STAGES and not isinstance(record.get("model"), dict):
         raise SongtraceError(f"{cfg_path}: holds a {record.get('stage')!r} artifact, not a model")
     if not record.get("complete"):
         if record.get("stage") == MODEL_STAGE:
             raise SongtraceError(f"{model_dir}: training did not finish; run `songtrace train` again to resume")
+        if record.get("stage") == IMPORT_STAGE:
+            raise SongtraceError(f"{model_dir}: the import did not finish; run `songtrace model import` again")
         raise SongtraceError(f"{model_dir}: the {record.get('stage')!r} stage did not finish; run it again to resume")
     return record
 
 
 def architecture_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The `ModelConfig` record (arch, architecture, training recipe) of a model's config.json, trained or derived."""
-    return dict(record["config"] if record.get("stage") == MODEL_STAGE else record["model"])
+    """The record the builder reads (arch + architecture), from a trained, imported or derived model's config.json."""
+    return dict(record["config"] if record.get("stage") in MODEL_STAGES else record["model"])
 
 
 def load_model(model_dir: str | Path) -> nn.Module:
@@ -82,18 +99,19 @@ def load_model(model_dir: str | Path) -> nn.Module:
     except (KeyError, TypeError) as e:
         raise SongtraceError(f"{cfg_path}: malformed model config ({e})") from None
     weights = load_safetensors(model_dir / MODEL_FILE)
-    own = dict(model.named_parameters())
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    own = dict(model.state_dict())  # parameters and buffers; every parameter must be in the file, buffers may be
+    missing = sorted({n for n, _ in model.named_parameters()} - set(weights))
+    unexpected = sorted(set(weights) - set(own))
     if missing or unexpected:
         raise SongtraceError(
             f"{model_dir / MODEL_FILE}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     for name, p in own.items():
-        if tuple(weights[name].shape) != tuple(p.shape):
+        if name in weights and tuple(weights[name].shape) != tuple(p.shape):
             raise SongtraceError(
                 f"{model_dir / MODEL_FILE}: {name} has shape {tuple(weights[name].shape)}, the config says {tuple(p.shape)}"
             )
-    model.load_state_dict(weights, strict=True)
+    model.load_state_dict(weights, strict=False)  # missing parameters and unexpected keys were refused above
     model.source_dir = model_dir  # type: ignore[attr-defined]  # for error messages downstream
     return model.eval()
 

@@ -1,25 +1,32 @@
-"""diffusers' `StableAudioDiTModel` (+ its `StableAudioProjectionModel`) behind songtrace's model interface.
+"""diffusers' Stable Audio (`StableAudioDiTModel` + `StableAudioProjectionModel`) behind the model task.
 
-Argument mapping (as `StableAudioPipeline` does it):
+Conventions, checked against `StableAudioPipeline` and `CosineDPMSolverMultistepScheduler`:
 
-- the caption tokens `text [B, S, D]` go through `projection.text_projection` and are zeroed where
-  `text_mask` is False; `seconds_start` / `seconds_total` go through the start / end number
-  conditioners (the pipeline's `audio_end_in_s` is the total length when the start is 0);
-- `encoder_hidden_states = [text, start, end]` tokens, `global_hidden_states = [start ‖ end]`;
-- `timestep` is our t ∈ [0, 1] directly: diffusers' `CosineDPMSolverMultistepScheduler` feeds the
-  model `atan(σ)·2/π` with inputs scaled to `α x0 + σ ε`, i.e. the same cosine v-objective;
-- `frame_mask` becomes the self-attention `attention_mask`; rotary tables as in the pipeline.
+- noise: the scheduler works in EDM terms, `x = x0 + σ ε`, feeds the model `c_in · x` with
+  `c_in = 1 / sqrt(σ² + σ_data²)` and the timestep `atan(σ) · 2/π`, and reads the output as v
+  (`x0 = c_skip · x + c_out · v`, `c_out = −σ σ_data / sqrt(σ² + σ_data²)`). With `σ_data = 1` and
+  `σ = tan(πt/2)` that is exactly our cosine v-objective: model input `α_t x0 + σ_t ε`, timestep t,
+  target `v = α_t ε − σ_t x0` (`scheduler_matches` refuses any other scheduler setting);
+- text: the cache holds the T5 encoder's `last_hidden_state` and the tokenizer's attention mask
+  (padded to `model_max_length`, as the pipeline tokenizes); like `encode_prompt`, the tokens go
+  through `projection.text_projection` and are then multiplied by the mask. The pipeline passes no
+  `encoder_attention_mask`: padded tokens stay in cross-attention as zero vectors, so we do the same
+  (passing the mask would change every prediction; tests/model/test_diffusers_import.py shows it);
+- timing: `seconds_start` / `seconds_total` through the projection's number conditioners;
+  `encoder_hidden_states = [text, start, end]`, `global_hidden_states = [start ‖ end]`;
+- padding: the pipeline gives the transformer no `attention_mask`, and Stable Audio models are
+  trained attending to padded frames, so by default `frame_mask` only masks the loss
+  (`attend_padding=True`); `attend_padding=False` also hides padded frames as attention keys.
 
-Layer groups use diffusers' names: `transformer_blocks.{i}.attn1.*` (self-attention),
-`attn2.*` (cross-attention), `attn2.to_k` / `attn2.to_v` (the to_kv group).
-
-Needs `pip install diffusers` (the `real` extra); the text embeddings must come from the encoder the
-checkpoint was trained with (T5 for Stable Audio Open), i.e. a latent cache built with it.
+Layer groups in diffusers' names: `transformer_blocks.{i}.attn1` (self-attention),
+`attn2` (cross-attention; `attn2.to_k` / `attn2.to_v` = to_kv), and `all` = every block including `ff`.
+Needs diffusers (the `diffusers` extra).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,61 +34,64 @@ from torch import nn
 
 from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
+from songtrace.extras import import_diffusers
 from songtrace.model.task import ModelTask, register_task
 
 PREFIX = "transformer.transformer_blocks."
+ARCH = "diffusers-stable-audio"
+PIPELINE_CLASS = "StableAudioPipeline"
 
 
 def _diffusers() -> Any:
-    try:
-        import diffusers
-        from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
-    except ImportError:
-        raise SongtraceError("the diffusers adapter needs diffusers (pip install 'songtrace[real]' or pip install diffusers)") from None
-    return diffusers.StableAudioDiTModel, StableAudioProjectionModel
+    lib = import_diffusers()
+    return lib.StableAudioDiTModel, lib.StableAudioProjectionModel
 
 
 class DiffusersStableAudioDiT(nn.Module):
-    """A `StableAudioDiTModel` and its projection model as a songtrace `DiffusionModel`."""
+    """A `StableAudioDiTModel` and its projection model with songtrace's forward `(x_t, t, cond, frame_mask) -> v`."""
 
-    def __init__(self, transformer: nn.Module, projection: nn.Module) -> None:
+    def __init__(self, transformer: nn.Module, projection: nn.Module, attend_padding: bool = True) -> None:
         super().__init__()
         self.transformer = transformer
         self.projection = projection
+        self.attend_padding = attend_padding
         self.latent_shape = (int(transformer.config.in_channels), int(transformer.config.sample_size))
+        self.text_dim = int(projection.config.text_encoder_dim)
 
     @classmethod
-    def from_configs(cls, transformer_config: Mapping[str, Any], projection_config: Mapping[str, Any]) -> DiffusersStableAudioDiT:
+    def from_configs(cls, transformer_config: Mapping[str, Any], projection_config: Mapping[str, Any],
+                     attend_padding: bool = True) -> DiffusersStableAudioDiT:
         """A randomly initialised model from the two diffusers configs (dicts as in their config.json)."""
         dit_cls, proj_cls = _diffusers()
-        return cls(dit_cls.from_config(dict(transformer_config)), proj_cls.from_config(dict(projection_config)))
+        return cls(dit_cls.from_config(dict(transformer_config)), proj_cls.from_config(dict(projection_config)), attend_padding)
 
     @classmethod
-    def from_pretrained(cls, pipeline_dir: str) -> DiffusersStableAudioDiT:
+    def from_pipeline(cls, pipeline_dir: str | Path, attend_padding: bool = True) -> DiffusersStableAudioDiT:
         """Load `transformer/` and `projection_model/` of a diffusers Stable Audio pipeline folder."""
         dit_cls, proj_cls = _diffusers()
-        return cls(dit_cls.from_pretrained(pipeline_dir, subfolder="transformer"),
-                   proj_cls.from_pretrained(pipeline_dir, subfolder="projection_model"))
+        return cls(dit_cls.from_pretrained(str(pipeline_dir), subfolder="transformer"),
+                   proj_cls.from_pretrained(str(pipeline_dir), subfolder="projection_model"), attend_padding)
 
-    def configs(self) -> dict[str, dict[str, Any]]:
-        """The diffusers configs, for a songtrace `ModelConfig` record."""
-        return {"transformer": dict(self.transformer.config), "projection": dict(self.projection.config)}
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """v `[B, C, L]`, mapping songtrace's arguments onto `StableAudioDiTModel.forward`."""
-        from diffusers.models.embeddings import get_1d_rotary_pos_embed
-
+    def context(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`encoder_hidden_states` [B, S+2, D], `global_hidden_states` [B, 1, 2D]) exactly as the pipeline builds them."""
         proj = self.projection(text_hidden_states=cond.text, start_seconds=cond.seconds_start, end_seconds=cond.seconds_total)
         tokens = proj.text_hidden_states * cond.text_mask[..., None].to(proj.text_hidden_states.dtype)
         start, end = proj.seconds_start_hidden_states, proj.seconds_end_hidden_states
-        context = torch.cat([tokens, start, end], dim=1)
-        global_states = torch.cat([start, end], dim=2)
+        return torch.cat([tokens, start, end], dim=1), torch.cat([start, end], dim=2)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """v `[B, C, L]`: songtrace's arguments mapped onto `StableAudioDiTModel.forward` (see the module docstring)."""
+        from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+        context, global_states = self.context(cond)
         rotary = get_1d_rotary_pos_embed(
-            self.transformer.config.attention_head_dim // 2, x_t.shape[2] + 1, use_real=True, repeat_interleave_real=False
+            self.transformer.config.attention_head_dim // 2, x_t.shape[2] + global_states.shape[1], use_real=True,
+            repeat_interleave_real=False,
         )
+        attention_mask = None if self.attend_padding or frame_mask is None else frame_mask.bool()
         return self.transformer(
             x_t, t, encoder_hidden_states=context, global_hidden_states=global_states, rotary_embedding=rotary,
-            attention_mask=frame_mask.bool() if frame_mask is not None else None, return_dict=False,
+            attention_mask=attention_mask, return_dict=False,
         )[0]
 
 
@@ -94,10 +104,10 @@ class DiffusersStableAudioTask(ModelTask):
     1x1 `postprocess_conv`, so for representer points v is only approximately linear in its input.
     """
 
-    kind = "diffusers-stable-audio"
+    kind = ARCH
 
     def layer_groups(self) -> dict[str, list[str]]:
-        """The attribution groups in diffusers' names (attn1 = self-attention, attn2 = cross-attention)."""
+        """The attribution groups in diffusers' names (attn1 = self-attention, attn2 = cross-attention, ff in `all`)."""
         names = [n for n, _ in self.module.named_parameters() if n.startswith(PREFIX)]
         return {
             "to_kv": [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n],
@@ -115,10 +125,69 @@ class DiffusersStableAudioTask(ModelTask):
         return "transformer.proj_out"
 
 
-def build_from_record(config: Mapping[str, Any]) -> nn.Module:
-    """Builder for `songtrace.model.registry`: `{"arch": "diffusers-stable-audio", "diffusers": {transformer, projection}}`."""
+# --------------------------------------------------------------------------- a pipeline folder
+
+
+def scheduler_matches(config: Mapping[str, Any]) -> None:
+    """Refuse a scheduler whose noise/prediction convention is not the cosine v-objective our loss uses."""
+    name = str(config.get("_class_name", "?"))
+    if config.get("prediction_type", "v_prediction") != "v_prediction":
+        raise SongtraceError(f"scheduler {name}: prediction_type {config.get('prediction_type')!r}; songtrace's loss needs v_prediction")
+    if float(config.get("sigma_data", 1.0)) != 1.0:
+        raise SongtraceError(f"scheduler {name}: sigma_data {config.get('sigma_data')}; the cosine v-objective needs sigma_data = 1")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from songtrace.artifacts import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise SongtraceError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_pipeline_dir(pipeline_dir: Path) -> dict[str, Any]:
+    """The folder's `model_index.json`, after checking it is a Stable Audio pipeline with the parts songtrace needs."""
+    index_path = pipeline_dir / "model_index.json"
+    if not index_path.exists():
+        raise SongtraceError(f"{pipeline_dir}: no model_index.json; expected a diffusers {PIPELINE_CLASS} folder (save_pretrained)")
+    index = _read_json(index_path)
+    if index.get("_class_name") != PIPELINE_CLASS:
+        raise SongtraceError(f"{index_path}: a {index.get('_class_name')!r} pipeline, expected {PIPELINE_CLASS}")
+    for part in ("transformer", "projection_model", "scheduler"):
+        if not (pipeline_dir / part).is_dir():
+            raise SongtraceError(f"{pipeline_dir}: no {part}/ folder")
+    return index
+
+
+def import_pipeline(pipeline_dir: str | Path, attend_padding: bool = True) -> tuple[DiffusersStableAudioDiT, dict[str, Any]]:
+    """Load the DiT of a `StableAudioPipeline` folder: (module, spec for the model record)."""
+    pipeline_dir = Path(pipeline_dir)
+    check_pipeline_dir(pipeline_dir)
+    scheduler = _read_json(pipeline_dir / "scheduler" / "scheduler_config.json")
+    scheduler_matches(scheduler)
     try:
-        cfgs = config["diffusers"]
-        return DiffusersStableAudioDiT.from_configs(cfgs["transformer"], cfgs["projection"])
+        module = DiffusersStableAudioDiT.from_pipeline(pipeline_dir, attend_padding)
+    except (OSError, ValueError) as e:
+        raise SongtraceError(f"{pipeline_dir}: diffusers could not load the transformer / projection model ({e})") from None
+    spec = {
+        "transformer": _plain_config(module.transformer.config),
+        "projection": _plain_config(module.projection.config),
+        "scheduler": {k: v for k, v in scheduler.items() if not k.startswith("_")},
+        "attend_padding": attend_padding,
+    }
+    return module.eval(), spec
+
+
+def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A diffusers config as plain JSON (its private `_` keys dropped)."""
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+
+def build_from_record(config: Mapping[str, Any]) -> nn.Module:
+    """Builder for `songtrace.model.registry`: `{"arch": "diffusers-stable-audio", "spec": {transformer, projection, ...}}`."""
+    try:
+        spec = config["spec"]
+        return DiffusersStableAudioDiT.from_configs(spec["transformer"], spec["projection"], bool(spec.get("attend_padding", True)))
     except KeyError as e:
-        raise SongtraceError(f"diffusers-stable-audio model config lacks {e}") from None
+        raise SongtraceError(f"{ARCH} model config lacks {e}") from None
