@@ -185,9 +185,12 @@ def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_from_record(config: Mapping[str, Any]) -> nn.Module:
-    """Builder for `songtrace.model.registry`: `{"arch": "diffusers-stable-audio", "spec": {transformer, projection, ...}}`."""
+    """Builder for `songtrace.model.registry`: `{"arch": "diffusers-stable-audio", "spec": {transformer, projection, ...}}`.
+
+    `"diffusers"` in place of `"spec"` (the first record format) is read the same way.
+    """
     try:
-        spec = config["spec"]
+        spec = config["spec"] if "spec" in config else config["diffusers"]
         return DiffusersStableAudioDiT.from_configs(spec["transformer"], spec["projection"], bool(spec.get("attend_padding", True)))
     except KeyError as e:
         raise SongtraceError(f"{ARCH} model config lacks {e}") from None
