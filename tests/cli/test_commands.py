@@ -85,6 +85,23 @@ def test_a_missing_extra_is_named_not_a_silently_missing_command(tmp_path, monke
     sys.modules.pop("st_fake_extra_cmds", None)
 
 
+def test_a_command_run_without_its_extra_names_the_extra(capsys):
+    import typer
+
+    from songtrace.cli.errors import run_reporting_errors
+
+    fake = typer.Typer()
+
+    @fake.command("adapt")
+    def adapt() -> None:
+        raise ModuleNotFoundError("No module named 'diffusers'", name="diffusers")  # what `import diffusers` raises without it
+
+    fake.command("other")(lambda: None)
+    assert run_reporting_errors(lambda: fake, ["adapt"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: `songtrace adapt` needs the `real` extra: pip install 'songtrace[real]' (could not import diffusers)")
+
+
 def test_missing_extra_message_names_the_extra_or_says_nothing():
     e = ModuleNotFoundError("No module named 'diffusers'", name="diffusers")
     assert missing_extra_message(e, "the diffusers adapter") == (

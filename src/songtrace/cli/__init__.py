@@ -8,9 +8,10 @@ Adding a command module is one line here:
    `Example:` line and `--json` when it produces a result a script reads;
 2. add `"songtrace.cli.NAME"` to COMMAND_MODULES below (its place is the order of `songtrace --help`).
 
-A module that needs an optional extra should import it inside its command, so that the command
-is listed and says which extra to install. One that cannot be imported because an extra is
-missing is not skipped silently: the CLI says which extra its commands need.
+A module that needs an optional extra imports it inside its command: the command is listed, and
+run without the extra it ends in one line naming the extra (`pip install 'songtrace[real]'`). A
+module that cannot even be imported for a missing extra is not skipped silently: every run says
+which extra its commands need.
 
 Importing this package has no side effects and does not load torch: `main()` (the `songtrace`
 console script, and `python -m songtrace.cli`) sets OMP_WAIT_POLICY first, then builds the app;

@@ -1,7 +1,7 @@
 """How a command ends: every refusal is one line on stderr and exit code 2, never a traceback.
 
 Exit codes: 0 done; 2 refused (a usage error, bad input raised as `SongtraceError`, a path that
-cannot be read or written); 130 aborted; 1 with a traceback: a bug. `SONGTRACE_DEBUG=1` shows the
+cannot be read or written, an optional extra that is not installed); 130 aborted; 1 with a traceback: a bug. `SONGTRACE_DEBUG=1` shows the
 traceback of a refusal too.
 """
 
@@ -14,7 +14,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from songtrace.errors import SongtraceError
@@ -92,15 +91,6 @@ def missing_extra_message(e: ImportError, subject: str) -> str | None:
     return f"{subject} needs the `{extra}` extra: pip install 'songtrace[{extra}]' (could not import {module})"
 
 
-def require_module(module: str, subject: str) -> ModuleType:
-    """Import an optional dependency for a command, or refuse with the extra (or package) to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        message = missing_extra_message(e, subject)
-        raise SongtraceError(message or f"{subject} needs {module}: pip install {module} ({one_line(e)})") from None
-
-
 def set_threads_from_env() -> None:
     """`SONGTRACE_THREADS=N` sets torch's thread count (one is fastest on a machine shared with other jobs)."""
     value = os.environ.get("SONGTRACE_THREADS")
@@ -149,6 +139,11 @@ def run_reporting_errors(build_app: Callable[[], Any], argv: list[str] | None) -
         if debug:
             raise
         return refuse(os_error_line(e))
+    except ImportError as e:  # an optional extra imported inside a command
+        message = missing_extra_message(e, f"`{command_path(build_app(), argv)}`")
+        if message is None or debug:
+            raise
+        return refuse(message)
     except typer.Abort:
         console.print("aborted")
         return EXIT_ABORTED
