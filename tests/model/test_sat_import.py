@@ -140,7 +140,7 @@ def test_layer_groups_use_the_checkpoint_names(imported):
 
 
 def test_a_ckpt_is_read_weights_only_and_training_wrappers_are_unwrapped(tiny_sat_dir, tmp_path):
-    from songtrace.model.adapters.stable_audio_tools import load_state_dict
+    from songtrace.extras import read_checkpoint as load_state_dict
 
     state = load_safetensors(tiny_sat_dir / "model.safetensors")
     wrapped = {f"diffusion.{k}": v for k, v in state.items()}

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from songtrace.cli.options import (
-    CodecOption,
     HomeOption,
     JsonOption,
     OverwriteOption,
@@ -56,7 +55,9 @@ def train(
 
 def encode(
     world: WorldOption = "demo",
-    codec: CodecOption = "demo",
+    codec: Annotated[str, typer.Option("--codec", help=(
+        "Codec: a name under <home>/codecs or its directory; or the VAE and T5 of a real model: "
+        "diffusers:DIR (a StableAudioPipeline folder) or sat:DIR (a stable-audio-tools folder)."))] = "demo",
     name: Annotated[str, name_option("latents")] = "demo",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tracks encoded at once.")] = 16,
     home: HomeOption = None,
@@ -69,11 +70,12 @@ def encode(
     """
     from songtrace.codec.config import EncodeConfig
     from songtrace.codec.encode import encode_world
+    from songtrace.codec.external import is_external
 
     out = stage_dir(home, "latents", name)
     latents = encode_world(
         artifact_dir(home, "world", world),
-        artifact_dir(home, "codec", codec),
+        codec if is_external(codec) else artifact_dir(home, "codec", codec),
         out,
         overwrite=overwrite,
         config=EncodeConfig(batch_size=batch_size),

@@ -67,12 +67,19 @@ def encode_world(
     overwrite: bool = False,
     config: EncodeConfig | None = None,
 ) -> LatentSet:
-    """Encode every track of a world (directory or loaded `World`) with a trained codec into a latent cache."""
+    """Encode every track of a world (directory or loaded `World`) with a trained codec into a latent cache.
+
+    `codec_dir` is a `songtrace codec train` directory, or `diffusers:DIR` / `sat:DIR`: the VAE and text
+    encoder of a real model (`songtrace.codec.external`).
+    """
+    from songtrace.codec.external import encode_world_external, is_external, load_external_codec
     from songtrace.codec.text import encode_tokens
 
     config = config or EncodeConfig()
     world = as_world(world)
     out_dir = Path(out_dir)
+    if isinstance(codec_dir, str) and is_external(codec_dir):
+        return encode_world_external(world, load_external_codec(codec_dir), out_dir, overwrite, config.batch_size, config)
     codec = load_codec(codec_dir)
     inputs = {"world": world.content_hash, "codec": artifact_hash(codec_dir)}
     if begin_stage(out_dir, config, inputs, overwrite):

@@ -25,6 +25,9 @@ from songtrace.errors import SongtraceError
 
 TENSOR_FILE = "latents.safetensors"
 ITEMS_FILE = "items.parquet"
+# The text encoder of the demo path (songtrace.codec.text); a cache made by another encoder records its own
+# identity (as `text_encoder` metadata of latents.safetensors), and a model made for another refuses this one.
+DEMO_TEXT_ENCODER = "minilm-l6-v2"
 
 
 @dataclasses.dataclass
@@ -40,6 +43,7 @@ class LatentSet:
     text_mask: torch.Tensor  # [N, S] bool
     seconds_start: torch.Tensor  # [N] float32
     seconds_total: torch.Tensor  # [N] float32
+    text_encoder: str = DEMO_TEXT_ENCODER  # which encoder made `text` (see DEMO_TEXT_ENCODER)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -89,6 +93,7 @@ class LatentSet:
             artists=[self.artists[i] for i in rows],
             splits=[self.splits[i] for i in rows],
             **{k: v[idx] for k, v in self.tensors().items()},
+            text_encoder=self.text_encoder,
         )
 
     def without(self, ids: Sequence[str]) -> LatentSet:
@@ -122,7 +127,7 @@ class LatentSet:
         out_dir.mkdir(parents=True, exist_ok=True)
         tensors = self.tensors()
         tensors["text_mask"] = tensors["text_mask"].to(torch.uint8)
-        save_safetensors(out_dir / TENSOR_FILE, tensors)
+        save_safetensors(out_dir / TENSOR_FILE, tensors, metadata={"text_encoder": self.text_encoder})
         table = pa.table({"id": self.ids, "artist": self.artists, "split": self.splits, "row": list(range(len(self.ids)))})
         write_parquet(out_dir / ITEMS_FILE, table)
 
@@ -139,4 +144,13 @@ class LatentSet:
             artists=[str(a) for a in items["artist"]],
             splits=[str(s) for s in items["split"]],
             **batch_tensors(t, str(in_dir / TENSOR_FILE)),
+            text_encoder=tensor_metadata(in_dir / TENSOR_FILE).get("text_encoder", DEMO_TEXT_ENCODER),
         )
+
+
+def tensor_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})

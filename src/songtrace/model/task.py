@@ -299,6 +299,14 @@ def check_latents_fit(model: nn.Module | ModelTask, latents: Any, latents_name: 
             f"checkpoint {where} expects latents {model_shape[0]}×{model_shape[1]} (channels×frames), "
             f"{cache} has {data_shape[0]}×{data_shape[1]}; train the model on this cache or encode with the model's codec"
         )
+    wanted, made_by = getattr(task.module, "text_encoder", None), getattr(latents, "text_encoder", None)
+    if wanted is not None and made_by is not None and wanted != made_by:
+        where = getattr(task.module, "source_dir", "the model")
+        cache = latents_name if latents_name is not None else "the latent cache"
+        raise SongtraceError(
+            f"checkpoint {where} reads caption tokens of the text encoder {wanted!r}, {cache} holds those of {made_by!r}; "
+            "encode the cache with the model's own codec (songtrace encode --codec diffusers:DIR | sat:DIR)"
+        )
 
 
 def describe(task: ModelTask) -> dict[str, Any]:

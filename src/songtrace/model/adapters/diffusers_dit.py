@@ -34,12 +34,11 @@ from torch import nn
 
 from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
-from songtrace.extras import import_diffusers
+from songtrace.extras import check_pipeline_dir, diffusers_text_encoder_id, import_diffusers
 from songtrace.model.task import ModelTask, register_task
 
 PREFIX = "transformer.transformer_blocks."
 ARCH = "diffusers-stable-audio"
-PIPELINE_CLASS = "StableAudioPipeline"
 
 
 def _diffusers() -> Any:
@@ -57,6 +56,7 @@ class DiffusersStableAudioDiT(nn.Module):
         self.attend_padding = attend_padding
         self.latent_shape = (int(transformer.config.in_channels), int(transformer.config.sample_size))
         self.text_dim = int(projection.config.text_encoder_dim)
+        self.text_encoder: str | None = None  # identity of the text encoder the cache must come from (set on import)
 
     @classmethod
     def from_configs(cls, transformer_config: Mapping[str, Any], projection_config: Mapping[str, Any],
@@ -137,34 +137,13 @@ def scheduler_matches(config: Mapping[str, Any]) -> None:
         raise SongtraceError(f"scheduler {name}: sigma_data {config.get('sigma_data')}; the cosine v-objective needs sigma_data = 1")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    from songtrace.artifacts import read_json
-
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise SongtraceError(f"{path}: expected a JSON object")
-    return data
-
-
-def check_pipeline_dir(pipeline_dir: Path) -> dict[str, Any]:
-    """The folder's `model_index.json`, after checking it is a Stable Audio pipeline with the parts songtrace needs."""
-    index_path = pipeline_dir / "model_index.json"
-    if not index_path.exists():
-        raise SongtraceError(f"{pipeline_dir}: no model_index.json; expected a diffusers {PIPELINE_CLASS} folder (save_pretrained)")
-    index = _read_json(index_path)
-    if index.get("_class_name") != PIPELINE_CLASS:
-        raise SongtraceError(f"{index_path}: a {index.get('_class_name')!r} pipeline, expected {PIPELINE_CLASS}")
-    for part in ("transformer", "projection_model", "scheduler"):
-        if not (pipeline_dir / part).is_dir():
-            raise SongtraceError(f"{pipeline_dir}: no {part}/ folder")
-    return index
-
-
 def import_pipeline(pipeline_dir: str | Path, attend_padding: bool = True) -> tuple[DiffusersStableAudioDiT, dict[str, Any]]:
     """Load the DiT of a `StableAudioPipeline` folder: (module, spec for the model record)."""
     pipeline_dir = Path(pipeline_dir)
     check_pipeline_dir(pipeline_dir)
-    scheduler = _read_json(pipeline_dir / "scheduler" / "scheduler_config.json")
+    from songtrace.artifacts import read_json
+
+    scheduler = read_json(pipeline_dir / "scheduler" / "scheduler_config.json")
     scheduler_matches(scheduler)
     try:
         module = DiffusersStableAudioDiT.from_pipeline(pipeline_dir, attend_padding)
@@ -175,7 +154,9 @@ def import_pipeline(pipeline_dir: str | Path, attend_padding: bool = True) -> tu
         "projection": _plain_config(module.projection.config),
         "scheduler": {k: v for k, v in scheduler.items() if not k.startswith("_")},
         "attend_padding": attend_padding,
+        "text_encoder": diffusers_text_encoder_id(pipeline_dir),
     }
+    module.text_encoder = spec["text_encoder"]
     return module.eval(), spec
 
 
@@ -191,6 +172,8 @@ def build_from_record(config: Mapping[str, Any]) -> nn.Module:
     """
     try:
         spec = config["spec"] if "spec" in config else config["diffusers"]
-        return DiffusersStableAudioDiT.from_configs(spec["transformer"], spec["projection"], bool(spec.get("attend_padding", True)))
+        module = DiffusersStableAudioDiT.from_configs(spec["transformer"], spec["projection"], bool(spec.get("attend_padding", True)))
     except KeyError as e:
         raise SongtraceError(f"{ARCH} model config lacks {e}") from None
+    module.text_encoder = spec.get("text_encoder")  # None: the record does not say (then no cache is refused for it)
+    return module

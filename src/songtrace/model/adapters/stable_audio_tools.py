@@ -35,13 +35,12 @@ from torch import nn
 
 from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
-from songtrace.extras import import_sat
+from songtrace.extras import import_sat, read_checkpoint, read_sat_config, sat_text_encoder_id, sat_weights_file
 from songtrace.model.task import ModelTask, register_task
 
 ARCH = "stable-audio-tools"
 BLOCKS = "model.model.transformer.layers."
 CONFIG_FILE = "model_config.json"
-WEIGHT_FILES = ("model.safetensors", "model.ckpt")
 TEXT_TYPES = ("t5",)  # text conditioners whose encoder output the latent cache holds
 TIMING_IDS = ("seconds_start", "seconds_total")
 
@@ -143,6 +142,7 @@ class StableAudioToolsDiT(nn.Module):
         ratio = int(pre["config"].get("downsampling_ratio", 1)) if pre else 1
         self.latent_shape = (int(model_config["model"]["io_channels"]), int(model_config["sample_size"]) // ratio)
         self.text_shape = (text_max_length(text_config), text_encoder_dim(text_config))
+        self.text_encoder = sat_text_encoder_id(text_config)  # the identity the latent cache must record
 
     def conditioning_tensors(self, cond: Conditioning) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The dict `MultiConditioner` would return for these items, from the cached encoder outputs."""
@@ -161,7 +161,8 @@ class StableAudioToolsDiT(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """v `[B, C, L]` through the library wrapper's own forward (padding mask passed as its `mask`)."""
         extra = {} if frame_mask is None else {"mask": frame_mask.bool()}
-        return self.__dict__["wrapper"](x_t, t, cond=self.conditioning_tensors(cond), **extra)
+        # activation checkpointing (the library's default) changes memory, not values, and torch.func cannot run it
+        return self.__dict__["wrapper"](x_t, t, cond=self.conditioning_tensors(cond), use_checkpointing=False, **extra)
 
 
 @register_task("StableAudioToolsDiT")
@@ -192,64 +193,13 @@ class StableAudioToolsTask(ModelTask):
 # --------------------------------------------------------------------------- a checkpoint folder
 
 
-def read_model_config(sat_dir: Path) -> dict[str, Any]:
-    """`model_config.json` of a stable-audio-tools folder, checked to be a v-objective conditioned diffusion model."""
-    from songtrace.artifacts import read_json
-
-    path = sat_dir / CONFIG_FILE
-    if not path.exists():
-        raise SongtraceError(f"{sat_dir}: no {CONFIG_FILE}; expected a stable-audio-tools model folder ({CONFIG_FILE} + model.safetensors)")
-    config = read_json(path)
-    if not isinstance(config, dict) or config.get("model_type") != "diffusion_cond":
-        kind = config.get("model_type") if isinstance(config, dict) else None
-        raise SongtraceError(f"{path}: model_type {kind!r}; songtrace needs diffusion_cond")
-    return config
-
-
-def weights_file(sat_dir: Path) -> Path:
-    """The weights beside the config: model.safetensors, else model.ckpt (or the only *.safetensors / *.ckpt)."""
-    for name in WEIGHT_FILES:
-        if (sat_dir / name).exists():
-            return sat_dir / name
-    found = sorted(sat_dir.glob("*.safetensors")) or sorted(sat_dir.glob("*.ckpt"))
-    if len(found) == 1:
-        return found[0]
-    raise SongtraceError(f"{sat_dir}: expected one weights file ({' or '.join(WEIGHT_FILES)}), found {[p.name for p in found] or 'none'}")
-
-
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors: safetensors, or a `.ckpt` through `torch.load(weights_only=True)` (never arbitrary pickles)."""
-    if path.suffix == ".safetensors":
-        from songtrace.artifacts import load_safetensors
-
-        return load_safetensors(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # an unpickling error names what a weights-only load refused
-        raise SongtraceError(f"{path}: not loadable as plain weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    state = data.get("state_dict", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict):
-        raise SongtraceError(f"{path}: no state dict inside")
-    return unwrap_training_state(state)
-
-
-def unwrap_training_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A training-wrapper state dict (`diffusion.*`, EMA `diffusion_ema.ema_model.*`) as the model's own keys, EMA preferred."""
-    if not any(k.startswith("diffusion.") for k in state):
-        return dict(state)
-    out = {k[len("diffusion."):]: v for k, v in state.items() if k.startswith("diffusion.")}
-    ema = {"model." + k[len("diffusion_ema.ema_model."):]: v for k, v in state.items() if k.startswith("diffusion_ema.ema_model.")}
-    out.update(ema)
-    return out
-
-
 def import_checkpoint(sat_dir: str | Path) -> tuple[StableAudioToolsDiT, dict[str, Any]]:
     """Build and load a stable-audio-tools folder: (module in eval mode, spec for the model record)."""
     sat_dir = Path(sat_dir)
-    config = read_model_config(sat_dir)
+    config = read_sat_config(sat_dir)
     module = StableAudioToolsDiT(config)
-    path = weights_file(sat_dir)
-    state = {k: v for k, v in load_state_dict(path).items() if not k.startswith("pretransform.")}
+    path = sat_weights_file(sat_dir)
+    state = {k: v for k, v in read_checkpoint(path).items() if not k.startswith("pretransform.")}
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
@@ -258,7 +208,8 @@ def import_checkpoint(sat_dir: str | Path) -> tuple[StableAudioToolsDiT, dict[st
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise SongtraceError(f"{path}: {name} has shape {tuple(state[name].shape)}, {CONFIG_FILE} says {tuple(tensor.shape)}")
     module.load_state_dict(state, strict=True)
-    return module.eval(), {"model_config": config, "weights_file": path.name, "library_version": import_sat().version}
+    spec = {"model_config": config, "weights_file": path.name, "library_version": import_sat().version, "text_encoder": module.text_encoder}
+    return module.eval(), spec
 
 
 def build_from_record(config: Mapping[str, Any]) -> nn.Module:
