@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from songtrace.cli.options import (
+    CodecOption,
     HomeOption,
     JsonOption,
     OverwriteOption,
@@ -55,9 +56,7 @@ def train(
 
 def encode(
     world: WorldOption = "demo",
-    codec: Annotated[str, typer.Option("--codec", help=(
-        "Codec: a name under <home>/codecs or its directory; or the VAE and T5 of a real model: "
-        "diffusers:DIR (a StableAudioPipeline folder) or sat:DIR (a stable-audio-tools folder)."))] = "demo",
+    codec: CodecOption = "demo",
     name: Annotated[str, name_option("latents")] = "demo",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tracks encoded at once.")] = 16,
     home: HomeOption = None,

@@ -63,7 +63,9 @@ OutDirOption = Annotated[
 ModelOption = Annotated[str, _artifact_option("model", "Model")]
 LatentsOption = Annotated[str, _artifact_option("latents", "Latent cache")]
 WorldOption = Annotated[str, _artifact_option("world", "World (the audio, captions and artists)")]
-CodecOption = Annotated[str, _artifact_option("codec", "Codec (latents <-> audio)")]
+CodecOption = Annotated[str, typer.Option("--codec", help=(
+    "Codec (latents <-> audio): a name under <home>/codecs, or its directory; `encode` also takes a real model's own VAE and T5 "
+    "as diffusers:DIR (a StableAudioPipeline folder) or sat:DIR (a stable-audio-tools folder)."))]
 FisherOption = Annotated[str, _artifact_option("fisher", "Diagonal Fisher")]
 # the same options where a command can do without them (its docstring says what unset means)
 OptionalWorldOption = Annotated[str | None, _artifact_option("world", "World (the audio, captions and artists)")]
