@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from songtrace.artifacts import artifact_hash
 from songtrace.cli import app
+from songtrace.data.latent_file import read_latent_file
 from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.generate import generate, load_query, save_generated
+from songtrace.model.generate import generate, save_generated
 from songtrace.model.registry import load_model
 from songtrace.model.task import task_for
 
@@ -37,7 +38,9 @@ def test_generate_saves_a_ready_attribution_query(tmp_path, tiny_model, tiny_cod
     assert sr == track.sample_rate and len(wav) == len(track.wav)
     saved = json.loads((tmp_path / "gen.json").read_text())
     assert saved == json.loads(json.dumps(record)) and saved["seed"] == 3 and saved["sampler"]["steps"] == 4
-    query = load_query(tmp_path / "gen.latent.safetensors")
+    saved_latent = read_latent_file(tmp_path / "gen.latent.safetensors")
+    assert saved_latent.metadata == {"prompt": track.prompt, "seed": "3", "model_hash": track.model_hash}
+    query = saved_latent.batch()
     assert query.ids == ["gen"] and torch.equal(query.latents[0], track.latent)
     assert int(query.n_frames[0]) == track.n_frames and float(query.seconds_total[0]) == 1.0
     losses = task_for(model).loss(None, query, make_plan(query.ids, 2, model.latent_shape, seed=0), mask=True)

@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from songtrace.artifacts import load_safetensors, sha256_file
+from songtrace.artifacts import sha256_file
 from songtrace.data.batch import Batch
+from songtrace.data.latent_file import LATENT_SUFFIX, read_latent_file
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-LATENT_SUFFIX = ".latent.safetensors"
 
 
 @dataclasses.dataclass
@@ -150,15 +150,7 @@ def make_query(
     **meta: Any,
 ) -> Query:
     """A one-item query batch from its parts."""
-    batch = Batch(
-        ids=[query_id],
-        latents=latent[None].float(),
-        n_frames=torch.tensor([n_frames], dtype=torch.long),
-        text=text[None].float(),
-        text_mask=text_mask[None].bool(),
-        seconds_start=torch.tensor([float(seconds_start)]),
-        seconds_total=torch.tensor([float(seconds_total)]),
-    )
+    batch = Batch.single(query_id, latent, n_frames, text, text_mask, seconds_start, seconds_total)
     return Query(query_id=query_id, kind=kind, batch=batch, source=str(meta.pop("source", "")), meta=meta)
 
 
@@ -175,26 +167,17 @@ def _resolve_train(spec: str, ctx: QueryContext) -> Query:
 
 def _resolve_latent(spec: str, ctx: QueryContext) -> Query:
     path = Path(spec)
-    if not path.exists():
-        raise SongtraceError(f"{path}: latent file not found")
-    t = load_safetensors(path)
-    key = "latents" if "latents" in t else "latent"
-    if key not in t:
-        raise SongtraceError(f"{path}: no 'latents' tensor (keys: {sorted(t)}); is it a latent written by `songtrace generate`?")
-    latent, frames = pad_latent(t[key], _model_length(ctx), str(path))
-    if "n_frames" in t:
-        frames = min(frames, int(t["n_frames"].reshape(-1)[0]))
+    saved = read_latent_file(path)
+    latent, frames = pad_latent(saved.latent, _model_length(ctx), str(path))
+    frames = min(frames, saved.n_frames)
     tokens = int(ctx.latents.text.shape[1])
-    if "text" in t and "text_mask" in t and ctx.caption is None:
-        text, mask = fit_text(t["text"], t["text_mask"], tokens, str(path))
+    if saved.text is not None and saved.text_mask is not None and ctx.caption is None:
+        text, mask = fit_text(saved.text, saved.text_mask, tokens, str(path))
     else:
         text, mask = caption_tokens(ctx.caption, ctx)
-    seconds_total = float(t["seconds_total"].reshape(-1)[0]) if "seconds_total" in t else float(frames)
-    seconds_start = float(t["seconds_start"].reshape(-1)[0]) if "seconds_start" in t else 0.0
-    qid = path.name[: -len(LATENT_SUFFIX)] if path.name.endswith(LATENT_SUFFIX) else path.stem
-    return make_query(
-        qid, "latent", latent, frames, text, mask, seconds_start, seconds_total, source=str(path), file_sha256=sha256_file(path)
-    )
+    seconds_total = saved.seconds_total if saved.seconds_total is not None else float(frames)
+    return make_query(saved.id, "latent", latent, frames, text, mask, saved.seconds_start, seconds_total, source=str(path),
+                      file_sha256=sha256_file(path))
 
 
 def _resolve_audio(spec: str, ctx: QueryContext) -> Query:

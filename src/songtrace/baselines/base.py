@@ -25,7 +25,7 @@ import torch
 
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
-from songtrace.errors import SongtraceError
+from songtrace.errors import SongtraceError, missing_package
 
 
 @dataclasses.dataclass
@@ -45,15 +45,14 @@ class QueryItem:
 
     def batch(self) -> Batch:
         """The query as a one-item `Batch` for the model."""
-        return Batch(
-            ids=[self.id],
-            latents=self.latent[None].float(),
-            n_frames=torch.tensor([int(self.n_frames)], dtype=torch.long),
-            text=self.text[None].float(),
-            text_mask=self.text_mask[None].bool(),
-            seconds_start=torch.tensor([float(self.seconds_start)]),
-            seconds_total=torch.tensor([float(self.seconds_total)]),
-        )
+        return Batch.single(self.id, self.latent, self.n_frames, self.text, self.text_mask, self.seconds_start, self.seconds_total)
+
+    @classmethod
+    def from_batch(cls, batch: Batch, wav: np.ndarray | None = None, sr: int | None = None, caption: str = "") -> QueryItem:
+        """Item 0 of a `Batch` (e.g. a resolved attribution query's) with its audio."""
+        return cls(id=batch.ids[0], latent=batch.latents[0], n_frames=int(batch.n_frames[0]), text=batch.text[0],
+                   text_mask=batch.text_mask[0], seconds_start=float(batch.seconds_start[0]),
+                   seconds_total=float(batch.seconds_total[0]), wav=wav, sr=sr, caption=caption)
 
     def audio(self) -> tuple[np.ndarray, int]:
         """(mono wave, sample rate), with a clear error when the query carries no audio."""
@@ -65,18 +64,9 @@ class QueryItem:
     def from_latents(cls, latents: LatentSet, item_id: str, wav: np.ndarray | None = None, sr: int | None = None,
                      query_id: str | None = None) -> QueryItem:
         """A query made of an item of a latent cache (a training or held-out track)."""
-        row = latents.index_of(item_id)
-        return cls(
-            id=query_id or item_id,
-            latent=latents.latents[row],
-            n_frames=int(latents.n_frames[row]),
-            text=latents.text[row],
-            text_mask=latents.text_mask[row],
-            seconds_start=float(latents.seconds_start[row]),
-            seconds_total=float(latents.seconds_total[row]),
-            wav=wav,
-            sr=sr,
-        )
+        batch = latents.batch([latents.index_of(item_id)])
+        batch.ids = [query_id or item_id]
+        return cls.from_batch(batch, wav=wav, sr=sr)
 
 
 @dataclasses.dataclass
@@ -188,16 +178,21 @@ def register_method(name: str) -> Callable[[type], type]:
     return deco
 
 
+# The modules of the built-in methods (imported on first lookup, so `base` imports fast).
+METHOD_MODULES = ("embedding", "version", "activations", "representer", "gradient", "unlearning")
+
+
 def _load_all() -> None:
-    """Import the modules that register methods (kept lazy so `base` imports fast)."""
+    """Import the modules that register the built-in methods; a missing dependency is an error naming it, never a missing method."""
     import importlib
 
-    for mod in ("embedding", "version", "activations", "representer", "gradient", "unlearning"):
+    for mod in METHOD_MODULES:
         try:
             importlib.import_module(f"songtrace.baselines.{mod}")
-        except ModuleNotFoundError as e:  # a method whose dependencies have not landed is simply absent
-            if e.name is None or not e.name.startswith("songtrace"):
-                raise
+        except ModuleNotFoundError as e:
+            if e.name is None or e.name.startswith("songtrace"):
+                raise  # a broken install or a bug, not an optional dependency
+            raise missing_package(e.name, f"the attribution method module songtrace.baselines.{mod}") from None
 
 
 def method_names() -> list[str]:

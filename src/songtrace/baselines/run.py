@@ -70,10 +70,8 @@ def query_audio(spec: str, query: Any, world: Any, codec_dir: Path | None) -> tu
 
 def query_item(spec: str, query: Any, world: Any, codec_dir: Path | None) -> QueryItem:
     """A resolved attribution `Query` as a `QueryItem` with its audio."""
-    b = query.batch
     wav, sr = query_audio(spec, query, world, codec_dir)
-    return QueryItem(id=query.query_id, latent=b.latents[0], n_frames=int(b.n_frames[0]), text=b.text[0], text_mask=b.text_mask[0],
-                     seconds_start=float(b.seconds_start[0]), seconds_total=float(b.seconds_total[0]), wav=wav, sr=sr)
+    return QueryItem.from_batch(query.batch, wav=wav, sr=sr)  # the batch's id is the query's id
 
 
 def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, latents_dir: Path, world_dir: Path, out_dir: Path,

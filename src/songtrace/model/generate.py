@@ -3,8 +3,9 @@
 `generate` encodes the prompt with the frozen MiniLM, samples a latent of the model length
 (conditioned on `seconds_start = 0`, `seconds_total = seconds`), zeroes the frames beyond the
 requested length (as the latent cache zero-pads training tracks) and decodes the real frames.
-`save_generated` writes the WAV, `<stem>.latent.safetensors` (the latent with its conditioning,
-in the latent cache's tensor names, so `load_query` turns it into a ready `Batch`) and `<stem>.json`.
+`save_generated` writes the WAV, `<stem>.latent.safetensors` (the latent with its conditioning, by
+`songtrace.data.latent_file.write_latent_file`, so `read_latent_file(path).batch()` gives it back
+as a ready `Batch`) and `<stem>.json`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from songtrace.artifacts import atomic_path, load_safetensors, save_safetensors, write_json
-from songtrace.data.batch import Batch, Conditioning, batch_tensors
+from songtrace.artifacts import atomic_path, write_json
+from songtrace.data.batch import Batch, Conditioning
+from songtrace.data.latent_file import LATENT_SUFFIX, write_latent_file
 from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, sample
 from songtrace.errors import SongtraceError
 from songtrace.model.registry import load_task
 from songtrace.model.task import ModelTask, as_task, eval_mode
-
-QUERY_TENSORS = ("latents", "n_frames", "text", "text_mask", "seconds_start", "seconds_total")
 
 
 @dataclasses.dataclass
@@ -113,7 +113,7 @@ def generate(
 def query_paths(out_wav: str | Path) -> tuple[Path, Path, Path]:
     """(wav, latent, json) paths of a generation saved as `out_wav`."""
     out_wav = Path(out_wav)
-    return out_wav, out_wav.with_suffix(".latent.safetensors"), out_wav.with_suffix(".json")
+    return out_wav, out_wav.with_suffix(LATENT_SUFFIX), out_wav.with_suffix(".json")
 
 
 def save_generated(track: GeneratedTrack, out_wav: str | Path) -> dict[str, Any]:
@@ -123,18 +123,8 @@ def save_generated(track: GeneratedTrack, out_wav: str | Path) -> dict[str, Any]
     wav_path, latent_path, json_path = query_paths(out_wav)
     with atomic_path(wav_path) as tmp:
         sf.write(str(tmp), track.wav, track.sample_rate, format="WAV", subtype="PCM_16")
-    save_safetensors(
-        latent_path,
-        {
-            "latents": track.latent[None],
-            "n_frames": torch.tensor([track.n_frames], dtype=torch.int64),
-            "text": track.text[None],
-            "text_mask": track.text_mask[None].to(torch.uint8),
-            "seconds_start": torch.zeros(1),
-            "seconds_total": torch.tensor([track.seconds], dtype=torch.float32),
-        },
-        metadata={"prompt": track.prompt, "seed": str(track.seed), "model_hash": track.model_hash},
-    )
+    query = Batch.single(wav_path.stem, track.latent, track.n_frames, track.text, track.text_mask, 0.0, track.seconds)
+    write_latent_file(latent_path, query, metadata={"prompt": track.prompt, "seed": str(track.seed), "model_hash": track.model_hash})
     record = {
         "prompt": track.prompt,
         "seed": track.seed,
@@ -150,13 +140,3 @@ def save_generated(track: GeneratedTrack, out_wav: str | Path) -> dict[str, Any]
     write_json(json_path, record)
     return record
 
-
-def load_query(latent_path: str | Path, query_id: str | None = None) -> Batch:
-    """A saved generation (`<stem>.latent.safetensors`) as a one-item `Batch` for attribution."""
-    latent_path = Path(latent_path)
-    t = load_safetensors(latent_path)
-    missing = [k for k in QUERY_TENSORS if k not in t]
-    if missing:
-        raise SongtraceError(f"{latent_path}: not a generated-track latent (missing {missing})")
-    stem = latent_path.name.removesuffix(".latent.safetensors")
-    return Batch(ids=[query_id or stem], **batch_tensors(t, str(latent_path)))

@@ -1,4 +1,4 @@
-"""Writing the self-influence grid up: the Markdown table in the layout of seed 002's Table 1, and plots."""
+"""Writing the self-influence grid up: the Markdown table in the layout of seed 002's Table 1, and plots (`songtrace.figures`)."""
 
 from __future__ import annotations
 
@@ -137,12 +137,10 @@ def write_report_md(
 
 def plot_rank_vs_lr(cells: pd.DataFrame, path: str | Path) -> None:
     """Mean R(z_tar) against learning rate, one line per (group, steps, mask) present."""
-    import matplotlib
+    from songtrace.figures import new_figure, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = new_figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     for (group, steps, mask), df in cells.groupby(["group", "steps", "mask"], sort=True):
         df = df.sort_values("lr")
         style = "-o" if len(df) > 1 else "s"
@@ -156,24 +154,21 @@ def plot_rank_vs_lr(cells: pd.DataFrame, path: str | Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_metrics_by_mask(cells: pd.DataFrame, path: str | Path) -> None:
     """Bars per mask and group: mean rank of short vs long targets, embed_topk and embed_botk."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from songtrace.figures import new_figure, save_figure
 
     masks = [m for m in MASK_ORDER if m in set(cells["mask"])]
     groups = [g for g in GROUPS if g in set(cells["group"])] + sorted(set(cells["group"]) - set(GROUPS))
     panels = [("mean_rank_short", "R(z_tar), short targets"), ("mean_rank_long", "R(z_tar), long targets"),
               ("embed_topk", "embed_topk"), ("embed_botk", "embed_botk")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    fig = new_figure(figsize=(3.2 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels))
     x = np.arange(len(masks))
     width = 0.8 / max(1, len(groups))
     for ax, (col, title) in zip(axes, panels, strict=True):
@@ -190,6 +185,4 @@ def plot_metrics_by_mask(cells: pd.DataFrame, path: str | Path) -> None:
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
