@@ -28,7 +28,7 @@ from torch import nn
 
 from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
 from songtrace.baselines.features import (
-    CONDITIONINGS,
+    check_white_box,
     fixed_noise,
     frame_rate,
     noisy_inputs,
@@ -75,13 +75,9 @@ class ActivationSimilarity:
     name: str = "activations"
 
     def __post_init__(self) -> None:
-        if not self.timesteps or not all(0.0 < t < 1.0 for t in self.timesteps):
-            raise SongtraceError(f"activations: timesteps must lie in (0, 1), got {self.timesteps}")
-        if self.conditioning not in CONDITIONINGS:
-            raise SongtraceError(f"activations: unknown conditioning {self.conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
+        self.timesteps = check_white_box("activations", self.timesteps, self.conditioning)
         if self.window_seconds <= 0 or self.hop_seconds <= 0:
             raise SongtraceError("activations: window and hop must be > 0 seconds")
-        self.timesteps = tuple(float(t) for t in self.timesteps)
         self.model = as_task(self.model)
 
     @property

@@ -20,6 +20,15 @@ from songtrace.errors import SongtraceError
 CONDITIONINGS = ("null", "own")
 
 
+def check_white_box(method: str, timesteps: tuple[float, ...], conditioning: str) -> tuple[float, ...]:
+    """The evaluation timesteps as floats, refusing an empty set, one outside (0, 1) or an unknown conditioning."""
+    if not timesteps or not all(0.0 < t < 1.0 for t in timesteps):
+        raise SongtraceError(f"{method}: timesteps must lie in (0, 1), got {timesteps}")
+    if conditioning not in CONDITIONINGS:
+        raise SongtraceError(f"{method}: unknown conditioning {conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
+    return tuple(float(t) for t in timesteps)
+
+
 def fixed_noise(latent_shape: tuple[int, int], n: int, seed: int) -> torch.Tensor:
     """`n` noise tensors `[n, C, L]` drawn from a private seeded generator (one per timestep)."""
     g = torch.Generator().manual_seed(int(seed))

@@ -30,7 +30,7 @@ from torch import nn
 
 from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
 from songtrace.baselines.features import (
-    CONDITIONINGS,
+    check_white_box,
     fixed_noise,
     noisy_inputs,
     real_frame_means,
@@ -72,13 +72,9 @@ class RepresenterPoints:
     name: str = "representer"
 
     def __post_init__(self) -> None:
-        if not self.timesteps or not all(0.0 < t < 1.0 for t in self.timesteps):
-            raise SongtraceError(f"representer: timesteps must lie in (0, 1), got {self.timesteps}")
+        self.timesteps = check_white_box("representer", self.timesteps, self.conditioning)
         if self.lam <= 0:
             raise SongtraceError(f"representer: lam must be > 0, got {self.lam}")
-        if self.conditioning not in CONDITIONINGS:
-            raise SongtraceError(f"representer: unknown conditioning {self.conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
-        self.timesteps = tuple(float(t) for t in self.timesteps)
         self.model = as_task(self.model)
 
     @property

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from songtrace.artifacts import hash_json, read_json, sha256_file
+from songtrace.data.windows import l2_normalise
 from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError, missing_package
 
@@ -101,7 +102,7 @@ class ClapEmbedder(Embedder):
             inputs = self.processor(text=list(texts), padding=True, return_tensors="pt")
             emb = _first_tensor(self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))
         emb = emb.float().numpy()
-        return (emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+        return l2_normalise(emb.astype(np.float32))
 
 
 class LaionClapEmbedder(Embedder):
@@ -147,4 +148,4 @@ class LaionClapEmbedder(Embedder):
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """LAION-CLAP text embeddings `[B, D]` (normalised)."""
         emb = np.asarray(self.model.get_text_embedding(list(texts), use_tensor=False), dtype=np.float32)
-        return emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        return l2_normalise(emb)
