@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from songtrace.data.audio import to_mono
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError, missing_package
@@ -58,7 +59,7 @@ class QueryItem:
         """(mono wave, sample rate), with a clear error when the query carries no audio."""
         if self.wav is None or self.sr is None:
             raise SongtraceError(f"query {self.id!r} has no audio; audio-based methods need its wave and sample rate")
-        return np.asarray(self.wav, dtype=np.float32).reshape(-1), int(self.sr)
+        return to_mono(self.wav, f"query {self.id!r}"), int(self.sr)
 
     @classmethod
     def from_latents(cls, latents: LatentSet, item_id: str, wav: np.ndarray | None = None, sr: int | None = None,
@@ -90,10 +91,7 @@ class TrainingSet:
         """(mono wave, sample rate) of one item."""
         if self.audio_fn is None or self.sample_rate is None:
             raise SongtraceError("this training set carries no audio; audio-based methods need the world (--world)")
-        wav = np.asarray(self.audio_fn(item_id), dtype=np.float32)
-        if wav.ndim > 1:  # (channels, samples) or (samples, channels) -> mono
-            wav = wav.mean(axis=0) if wav.shape[0] < wav.shape[-1] else wav.mean(axis=-1)
-        return wav.reshape(-1), int(self.sample_rate)
+        return to_mono(self.audio_fn(item_id), f"training item {item_id!r}"), int(self.sample_rate)
 
     def cached(self, key: str, build: Callable[[], Any]) -> Any:
         """The value cached under `key`, built once on first use."""

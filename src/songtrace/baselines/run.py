@@ -18,6 +18,8 @@ import pandas as pd
 
 from songtrace.artifacts import StageConfig, artifact_hash, begin_stage, finish_stage, hash_json, hash_tensors, write_parquet
 from songtrace.baselines.base import QueryItem, TrainingSet, build_method, method_names, score_many
+from songtrace.data.audio import to_mono
+from songtrace.data.latent_file import LATENT_SUFFIX
 from songtrace.errors import SongtraceError
 
 SCORES_FILE = "scores.parquet"
@@ -52,13 +54,13 @@ def query_audio(spec: str, query: Any, world: Any, codec_dir: Path | None) -> tu
         return np.asarray(generated.wav, np.float32), int(generated.sample_rate)
     candidates = []
     if query.kind == "latent":
-        candidates.append(Path(spec[: -len(".latent.safetensors")] + ".wav") if spec.endswith(".latent.safetensors") else None)
+        candidates.append(Path(spec[: -len(LATENT_SUFFIX)] + ".wav") if spec.endswith(LATENT_SUFFIX) else None)
     if query.kind == "audio":
         candidates.append(Path(spec))
     for path in candidates:
         if path is not None and path.exists():
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-            return data.mean(axis=1), int(sr)
+            return to_mono(data, str(path)), int(sr)
     if codec_dir is None or not Path(codec_dir).exists():
         return None, None
     from songtrace.codec import decode_to_wav, load_codec
