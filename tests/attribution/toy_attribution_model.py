@@ -48,3 +48,22 @@ def hand_grads(w1: torch.Tensor, w2: torch.Tensor, x0: torch.Tensor, noise: torc
         frames = n_real
     scale = 2.0 / (c * frames)
     return scale * w2.T @ r @ x_t.T, scale * r @ (w1 @ x_t).T
+
+
+class LinearV(nn.Module):
+    """v = A x_t + t · B x_t + c per frame: linear in its weights, so the diffusion loss is an exact quadratic in θ."""
+
+    def __init__(self, channels: int = 3, frames: int = 4) -> None:
+        super().__init__()
+        self.latent_shape = (channels, frames)
+        self.a = nn.Parameter(torch.zeros(channels, channels))
+        self.b = nn.Parameter(torch.zeros(channels, channels))
+        self.c = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x_t, t, cond, frame_mask=None):
+        ax = torch.einsum("ij,bjl->bil", self.a, x_t)
+        bx = torch.einsum("ij,bjl->bil", self.b, x_t)
+        return ax + t[:, None, None] * bx + self.c[None, :, None]
+
+    def named_layer_groups(self) -> dict[str, list[str]]:
+        return {"all": ["a", "b", "c"]}

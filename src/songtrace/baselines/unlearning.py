@@ -1,9 +1,9 @@
 """`unlearning`: attribution by unlearning (seed 002, Eq. 6 then Eq. 2) behind the common method interface.
 
-A thin wrapper over `songtrace.attribution`: unlearn the query (θ' = θ0 + η (1/N) F⁻¹ ∇L(ẑ, θ0) on
-the target layers), then τ(ẑ, z_i) = L(z_i, θ') − L(z_i, θ0) with common random numbers. The
-base losses L(z_i, θ0) are computed once per training set; `score_many` scores all queries in one
-pass over the data.
+A thin wrapper over `songtrace.attribution`: unlearn the query with `unlearn` (the one Eq. 6
+iteration, `unlearn_iterates`: θ' = θ0 + η (1/N) F⁻¹ ∇L(ẑ, θ) on the target layers, `steps` times),
+then τ(ẑ, z_i) = L(z_i, θ') − L(z_i, θ0) with common random numbers. The base losses L(z_i, θ0) are
+computed once per training set; `score_many` scores all queries in one pass over the data.
 """
 
 from __future__ import annotations
