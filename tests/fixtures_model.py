@@ -22,7 +22,7 @@ __all__ = ["TINY_DIFFUSERS", "TINY_DIT", "TINY_TRAIN", "synthetic_latent_set", "
 TINY_DIT = {"width": 16, "depth": 2, "heads": 2, "cond_dim": 16, "timestep_features": 16, "timing_features": 8}
 TINY_DIFFUSERS = {
     "arch": "diffusers-stable-audio",
-    "diffusers": {
+    "spec": {
         "transformer": {"sample_size": 16, "in_channels": 4, "num_layers": 2, "attention_head_dim": 8, "num_attention_heads": 2,
                         "num_key_value_attention_heads": 1, "out_channels": 4, "cross_attention_dim": 16, "time_proj_dim": 16,
                         "global_states_input_dim": 32, "cross_attention_input_dim": 16},
