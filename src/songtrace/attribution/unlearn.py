@@ -31,7 +31,7 @@ from songtrace.artifacts import StageConfig, check_choice, check_positive
 from songtrace.attribution.fisher import Fisher, check_fisher, check_fits, mean_fisher
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.data.batch import Batch
-from songtrace.diffusion.loss import NoisePlan, make_plan
+from songtrace.diffusion.loss import FrameMask, NoisePlan, make_plan
 from songtrace.errors import SongtraceError
 from songtrace.model.task import ModelTask, as_task, eval_mode
 
@@ -145,13 +145,14 @@ def query_gradient(
     params_frozen: Mapping[str, torch.Tensor],
     query: Batch,
     plan: NoisePlan,
-    mask: bool,
+    mask: FrameMask,
     chunk: int = 64,
 ) -> Params:
     """∇θ of the T-averaged query loss (1/T) Σ_t L_t(ẑ, θ) over the target parameters.
 
     Accumulated over timestep chunks (float64), so memory is bounded by `chunk` timesteps. For a
-    batch of several queries, the gradient of the sum of their T-averaged losses.
+    batch of several queries, the gradient of the sum of their T-averaged losses. `mask`: M_U
+    (True: real frames only), or a `[B, L]` frame mask the loss is restricted to.
     """
     task = as_task(model)
     n_t = plan.t.shape[1]
@@ -207,13 +208,15 @@ def unlearn_iterates(
     config: UnlearnConfig,
     n_train: int | None = None,
     grad0: Mapping[str, torch.Tensor] | None = None,
+    frames: torch.Tensor | None = None,
 ) -> Iterator[Params]:
     """The Eq. 6 iteration: δ_1, ..., δ_steps (δ_k = θ_k − θ0 on the target parameters), the one implementation of it.
 
     Lazy: the gradient at θ_k is evaluated only when δ_{k+1} is asked for, so a caller that needs the first
     s steps of a longer trajectory pays for s. `grad0` is a precomputed ∇θ L(ẑ, θ0) (`first_query_gradient`)
     over the target parameters or any superset of them. Inputs are checked before the first step.
-    The model is not modified.
+    `frames` (`[B, L]` bool) restricts the unlearning loss to those frames, a window of the query
+    (intersected with the real frames under M_U). The model is not modified.
     """
     diag, n = _fisher_and_n(fisher, n_train)
     task = as_task(model)
@@ -232,6 +235,8 @@ def unlearn_iterates(
                 raise SongtraceError(f"the precomputed query gradient of {k} has shape {tuple(grad0[k].shape)}, "
                                      f"the parameter {tuple(theta0[k].shape)}")
     plan = query_plan(query, config)
+    window = None if frames is None else frames.to(device=query.latents.device, dtype=torch.bool)
+    mask = config.mask_unlearn if window is None else (window & query.frame_mask() if config.mask_unlearn else window)
 
     def steps() -> Iterator[Params]:
         delta = {k: torch.zeros_like(v) for k, v in theta0.items()}
@@ -240,7 +245,7 @@ def unlearn_iterates(
                 g = {name: grad0[name] for name in names}
             else:
                 with eval_mode(task.module):
-                    g = query_gradient(task, apply_delta(theta0, delta), frozen, query, plan, config.mask_unlearn, config.timestep_chunk)
+                    g = query_gradient(task, apply_delta(theta0, delta), frozen, query, plan, mask, config.timestep_chunk)
             delta = unlearn_step(delta, g, f_target, config.lr, n, lam)
             yield delta
 
@@ -253,13 +258,14 @@ def unlearn(
     query: Batch,
     config: UnlearnConfig,
     n_train: int | None = None,
+    frames: torch.Tensor | None = None,
 ) -> Params:
     """Unlearn the query from θ0 (Eq. 6, `config.steps` times); returns only δ = θ' − θ0 on the target parameters.
 
-    `fisher` is a `Fisher` (its N is used) or a dict of F per parameter (then pass `n_train`).
-    The model is not modified. The last of `unlearn_iterates`.
+    `fisher` is a `Fisher` (its N is used) or a dict of F per parameter (then pass `n_train`); `frames`
+    restricts the loss to a window (see `unlearn_iterates`). The model is not modified. The last of `unlearn_iterates`.
     """
-    return collections.deque(unlearn_iterates(model, fisher, query, config, n_train), maxlen=1)[0]
+    return collections.deque(unlearn_iterates(model, fisher, query, config, n_train, frames=frames), maxlen=1)[0]
 
 
 def delta_norm(delta: Mapping[str, torch.Tensor]) -> float:

@@ -30,11 +30,11 @@ from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, r
 from songtrace.baselines.features import (
     check_white_box,
     fixed_noise,
-    frame_rate,
     noisy_inputs,
     row_batches,
 )
 from songtrace.data.batch import Batch
+from songtrace.data.latents import frame_rate
 from songtrace.data.windows import WindowBank, window_starts
 from songtrace.errors import SongtraceError
 from songtrace.model.task import ModelTask, as_task, eval_mode

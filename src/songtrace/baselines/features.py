@@ -35,14 +35,6 @@ def fixed_noise(latent_shape: tuple[int, int], n: int, seed: int) -> torch.Tenso
     return torch.randn(n, *latent_shape, generator=g)
 
 
-def frame_rate(seconds_total: torch.Tensor, n_frames: torch.Tensor) -> float:
-    """Latent frames per second, the median of n_frames / seconds over items with a known duration."""
-    ok = seconds_total > 0
-    if not bool(ok.any()):
-        return 1.0
-    return float(torch.median(n_frames[ok].double() / seconds_total[ok].double()))
-
-
 def noisy_inputs(batch: Batch, noise: torch.Tensor, t: float, conditioning: str, key_mask: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, Conditioning, torch.Tensor | None]:
     """Model inputs at timestep `t` with the shared noise `[C, L]`: (x_t, t, cond, frame_mask), as `ModelTask` takes them.

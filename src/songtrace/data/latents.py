@@ -30,6 +30,14 @@ ITEMS_FILE = "items.parquet"
 DEMO_TEXT_ENCODER = "minilm-l6-v2"
 
 
+def frame_rate(seconds_total: torch.Tensor, n_frames: torch.Tensor) -> float:
+    """Latent frames per second, the median of n_frames / seconds over items with a known duration."""
+    ok = seconds_total > 0
+    if not bool(ok.any()):
+        return 1.0
+    return float(torch.median(n_frames[ok].double() / seconds_total[ok].double()))
+
+
 @dataclasses.dataclass
 class LatentSet:
     """All items of a world in model-ready form, indexable into `Batch`es."""

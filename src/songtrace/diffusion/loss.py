@@ -22,9 +22,14 @@ import torch
 
 from songtrace.data.batch import Batch, Conditioning
 from songtrace.diffusion.schedule import add_noise, v_target
+from songtrace.errors import SongtraceError
 
 # predict(x_t [S, C, L], t [S], cond (S items), frame_mask [S, L] | None) -> v [S, C, L]
 Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning, torch.Tensor | None], torch.Tensor]
+
+# Which frames a loss counts: False = every frame, True = the real (non-padded) frames,
+# a `[B, L]` bool tensor = exactly those frames (e.g. one window of a query).
+FrameMask = bool | torch.Tensor
 
 
 @dataclasses.dataclass
@@ -110,16 +115,27 @@ class Samples(NamedTuple):
         return Samples(self.x_t[None], self.t[None], Conditioning(*(x[None] for x in self.cond)), self.target[None], fm)
 
 
-def flatten_samples(batch: Batch, plan: NoisePlan, mask: bool) -> Samples:
+def loss_frames(batch: Batch, mask: FrameMask) -> torch.Tensor | None:
+    """The frame mask `[B, L]` of a `FrameMask` setting: None (every frame), the real frames, or the given one."""
+    if not isinstance(mask, torch.Tensor):
+        return batch.frame_mask() if mask else None
+    if mask.dtype != torch.bool or tuple(mask.shape) != (len(batch), batch.latents.shape[-1]):
+        raise SongtraceError(f"a frame mask must be a bool tensor [{len(batch)}, {batch.latents.shape[-1]}], "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+    return mask
+
+
+def flatten_samples(batch: Batch, plan: NoisePlan, mask: FrameMask) -> Samples:
     """Lay a batch and its plan out item-major: rows i*T .. i*T+T-1 are item i's T timesteps.
 
-    x_t = α_t z + σ_t ε and v = α_t ε − σ_t z (cosine schedule); with `mask`, each row carries
-    its item's frame mask (padded frames excluded from the loss and, as attention keys, from the model).
+    x_t = α_t z + σ_t ε and v = α_t ε − σ_t z (cosine schedule); with `mask` (see `FrameMask`), each
+    row carries its item's frame mask (other frames excluded from the loss and, as attention keys, from the model).
     """
     b, n_t = plan.t.shape
     x0 = batch.latents[:, None].expand(b, n_t, *batch.latents.shape[1:])
     shape = (b * n_t, *batch.latents.shape[1:])
-    fm = batch.frame_mask().repeat_interleave(n_t, dim=0) if mask else None
+    frames = loss_frames(batch, mask)
+    fm = frames.repeat_interleave(n_t, dim=0) if frames is not None else None
     return Samples(
         x_t=add_noise(x0, plan.noise, plan.t).reshape(shape),
         t=plan.t.reshape(b * n_t),
@@ -135,11 +151,12 @@ def samples_loss(predict: Predict, samples: Samples) -> torch.Tensor:
     return masked_mse(v, samples.target, samples.frame_mask)
 
 
-def v_objective_loss(predict: Predict, batch: Batch, plan: NoisePlan, mask: bool = False) -> torch.Tensor:
+def v_objective_loss(predict: Predict, batch: Batch, plan: NoisePlan, mask: FrameMask = False) -> torch.Tensor:
     """Per-item, per-timestep losses `L_t(z_i, θ)` as a `[B, T]` tensor.
 
     With `mask`, padded frames are excluded from the loss and (as attention keys) from the model,
     as stable-audio-tools does under `mask_padding`; padding content then cannot change the loss.
+    A tensor `mask` restricts both to the frames it marks instead (a window of a query).
     """
     b, n_t = plan.t.shape
     return samples_loss(predict, flatten_samples(batch, plan, mask)).reshape(b, n_t)

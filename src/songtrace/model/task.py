@@ -38,7 +38,7 @@ from torch.func import functional_call
 
 from songtrace.artifacts import hash_tensors
 from songtrace.data.batch import Batch, Conditioning
-from songtrace.diffusion.loss import NoisePlan, Predict, Samples, samples_loss, v_objective_loss
+from songtrace.diffusion.loss import FrameMask, NoisePlan, Predict, Samples, samples_loss, v_objective_loss
 from songtrace.errors import SongtraceError
 
 GROUPS = ("to_kv", "cross_attn", "self_attn", "all")
@@ -191,8 +191,8 @@ class ModelTask:
         """`predict(x_t, t, cond, frame_mask)` with these weights bound: what losses and samplers call."""
         return functools.partial(self.predict_v, params)
 
-    def loss(self, params: Params | None, batch: Batch, plan: NoisePlan, mask: bool = False) -> torch.Tensor:
-        """L_t(z_i, θ) for every item and timestep of the plan: `[B, T]`."""
+    def loss(self, params: Params | None, batch: Batch, plan: NoisePlan, mask: FrameMask = False) -> torch.Tensor:
+        """L_t(z_i, θ) for every item and timestep of the plan: `[B, T]` (`mask`: every, real, or the given frames)."""
         return v_objective_loss(self.predictor(params), batch, plan, mask)
 
     def sample_loss(self, params: Params, row: Samples) -> torch.Tensor:
