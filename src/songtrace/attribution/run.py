@@ -47,6 +47,7 @@ from songtrace.home import resolve_home
 from songtrace.model.registry import load_task
 from songtrace.model.task import ModelTask
 from songtrace.progress import progress
+from songtrace.world import find_world
 
 SCORES_FILE = "scores.parquet"
 CREDITS_FILE = "credits.parquet"
@@ -154,21 +155,12 @@ def item_titles(latents_dir: str | Path, home: str | Path | None = None) -> dict
         world_hash = read_json(latents_dir / CONFIG_FILE).get("inputs", {}).get("world")
     except SongtraceError:
         return {}
-    worlds = resolve_home(home) / "worlds"
-    if not world_hash or not worlds.is_dir():
+    world_dir = find_world(home, world_hash or "")
+    if world_dir is None or not (world_dir / "manifest.parquet").exists():
         return {}
-    for world_dir in sorted(worlds.iterdir()):
-        manifest = world_dir / "manifest.parquet"
-        if not manifest.exists():
-            continue
-        try:
-            if artifact_hash(world_dir) != world_hash:
-                continue
-        except SongtraceError:
-            continue
-        table = pq.read_table(manifest).to_pandas()
-        if "title" in table and "id" in table:
-            return dict(zip(table["id"].astype(str), table["title"].astype(str), strict=True))
+    table = pq.read_table(world_dir / "manifest.parquet").to_pandas()
+    if "title" in table and "id" in table:
+        return dict(zip(table["id"].astype(str), table["title"].astype(str), strict=True))
     return {}
 
 
@@ -179,6 +171,61 @@ class AttributionRun:
     out_dir: Path
     results: list[Attribution]
     record: dict[str, Any]
+
+
+@dataclasses.dataclass
+class RunInputs:
+    """What an attribution-style run reads: the model, latents and Fisher (checked to belong together), the resolved queries,
+    and the content hashes its config.json records."""
+
+    model: ModelTask
+    latents: LatentSet
+    fisher: Fisher
+    queries: list[Query]
+    inputs: dict[str, str]
+
+
+def load_run_inputs(
+    queries: Sequence[str],
+    group: str,
+    model_dir: str | Path,
+    latents_dir: str | Path,
+    fisher_dir: str | Path,
+    codec_dir: str | Path | None = None,
+    caption: str | None = None,
+    seconds: float | None = None,
+) -> RunInputs:
+    """Load and check the inputs of a run over `queries` (`attribute`, `localise`): refuses a Fisher fitted on another model,
+    other data or without the target layers of `group`, and two queries with one id."""
+    if not queries:
+        raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
+    model = load_task(model_dir)
+    latents = LatentSet.load(latents_dir)
+    fisher = Fisher.load(fisher_dir)
+    model_hash, latents_hash = model.identity(), latents.content_hash()
+    check_inputs(fisher, model_hash, latents_hash, source=f"the Fisher at {fisher_dir}")
+    target, _ = split_params(model, target_params(model, group))
+    check_fits(fisher, target, source=f"the Fisher at {fisher_dir}")
+    ctx = QueryContext(latents, Path(model_dir), Path(codec_dir) if codec_dir else None, caption=caption, seconds=seconds, model=model)
+    resolved = [resolve_query(q, ctx) for q in queries]
+    if len({q.query_id for q in resolved}) != len(resolved):
+        raise SongtraceError(f"two queries resolve to the same id: {[q.query_id for q in resolved]}")
+    inputs = {
+        "model": model_hash,
+        "latents": latents_hash,
+        "fisher": artifact_hash(fisher_dir),
+        "queries": hash_json([[q.query_id, _query_hash(q)] for q in resolved]),
+    }
+    return RunInputs(model, latents, fisher, resolved, inputs)
+
+
+def save_generations(queries: Sequence[Query], out_dir: Path) -> None:
+    """Write each prompt query's generated track (WAV, latent, JSON) to `<out_dir>/queries/<query_file_stem>.wav`."""
+    for q in queries:
+        if q.generated is not None:
+            from songtrace.model.generate import save_generated
+
+            save_generated(q.generated, out_dir / "queries" / f"{query_file_stem(q.query_id)}.wav")
 
 
 def attribute(
@@ -203,33 +250,13 @@ def attribute(
     `deltas/` (listed in config.json; `load_run_delta`, `recompute_scores`). A rerun with the same
     config and inputs reads the finished results.
     """
-    if not queries:
-        raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
     out_dir = Path(out_dir)
-    model = load_task(model_dir)
-    latents = LatentSet.load(latents_dir)
-    fisher = Fisher.load(fisher_dir)
-    model_hash, latents_hash = model.identity(), latents.content_hash()
-    check_inputs(fisher, model_hash, latents_hash, source=f"the Fisher at {fisher_dir}")
-    target, _ = split_params(model, target_params(model, config.unlearn.group))
-    check_fits(fisher, target, source=f"the Fisher at {fisher_dir}")
-    ctx = QueryContext(latents, Path(model_dir), Path(codec_dir) if codec_dir else None, caption=caption, seconds=seconds, model=model)
-    resolved = [resolve_query(q, ctx) for q in queries]
-    if len({q.query_id for q in resolved}) != len(resolved):
-        raise SongtraceError(f"two queries resolve to the same id: {[q.query_id for q in resolved]}")
-    inputs = {
-        "model": model_hash,
-        "latents": latents_hash,
-        "fisher": artifact_hash(fisher_dir),
-        "queries": hash_json([[q.query_id, _query_hash(q)] for q in resolved]),
-    }
+    run = load_run_inputs(queries, config.unlearn.group, model_dir, latents_dir, fisher_dir, codec_dir, caption, seconds)
+    model, latents, fisher, resolved, inputs = run.model, run.latents, run.fisher, run.queries, run.inputs
+    model_hash, latents_hash = inputs["model"], inputs["latents"]
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return load_attribution(out_dir)
-    for q in resolved:
-        if q.generated is not None:
-            from songtrace.model.generate import save_generated
-
-            save_generated(q.generated, out_dir / "queries" / f"{_safe_name(q.query_id)}.wav")
+    save_generations(resolved, out_dir)
     cache_dir = resolve_home(home) / "cache" / "base_losses" if use_cache else None
     base = base_losses(model, latents, config.score, config.unlearn.mask_loss, cache_dir=cache_dir, model_hash=model_hash)
     titles = item_titles(latents_dir, home)
@@ -241,7 +268,7 @@ def attribute(
             assert r.delta is not None
             meta = delta_metadata(r.query_id, _query_hash(q), config.unlearn.to_dict(), config.config_hash(), model_hash, inputs["fisher"],
                                   latents_hash, fisher.n_items, r.delta)
-            name = f"{DELTAS_DIR}/{_safe_name(r.query_id)}.safetensors"
+            name = f"{DELTAS_DIR}/{query_file_stem(r.query_id)}.safetensors"
             deltas.append({"query_id": r.query_id, "file": name, "content_hash": save_delta(out_dir / name, r.delta, meta)})
     scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results], ignore_index=True)
     credits = pd.concat([r.credits for r in results], ignore_index=True)
@@ -273,7 +300,7 @@ def _query_hash(query: Query) -> str:
     return hash_tensors({"latent": query.batch.latents, "text": query.batch.text})
 
 
-def _safe_name(query_id: str) -> str:
+def query_file_stem(query_id: str) -> str:
     """A file name for a query id (prompts hold spaces and punctuation)."""
     keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in query_id)
     return f"{keep[:60]}-{hash_json(query_id)[:8]}"
