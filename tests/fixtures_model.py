@@ -3,6 +3,7 @@
 - `tiny_dit(...)`: an untrained DiT of ~20 k weights (width 16, depth 2, heads 2), for unit tests.
 - `synthetic_latent_set(...)`: a small LatentSet with artist-dependent latents and random caption
   tokens, so model tests need neither a codec nor the text encoder.
+- `distinct_latent_set(...)`: tracks that differ only in content (one sinusoid each), one shared caption.
 - `tiny_model`: Path of a tiny DiT trained ~50 steps on `tiny_latents` (takes seconds).
 - `tiny_diffusers(...)`: diffusers' `StableAudioDiTModel` adapter on a tiny random config (~27 k weights,
   latents 4 x 16, 384-d caption tokens like `synthetic_latent_set`); needs diffusers.
@@ -17,7 +18,7 @@ from songtrace.data.latents import LatentSet
 from songtrace.model.dit import tiny_dit
 from songtrace.model.train import TrainConfig, train_model
 
-__all__ = ["TINY_DIFFUSERS", "TINY_DIT", "TINY_TRAIN", "synthetic_latent_set", "tiny_diffusers", "tiny_dit"]
+__all__ = ["TINY_DIFFUSERS", "TINY_DIT", "TINY_TRAIN", "distinct_latent_set", "synthetic_latent_set", "tiny_diffusers", "tiny_dit"]
 
 TINY_DIT = {"width": 16, "depth": 2, "heads": 2, "cond_dim": 16, "timestep_features": 16, "timing_features": 8}
 TINY_DIFFUSERS = {
@@ -69,6 +70,34 @@ def synthetic_latent_set(n: int = 12, channels: int = 4, length: int = 16, seed:
         text_mask=text_mask,
         seconds_start=torch.zeros(n),
         seconds_total=seconds_total,
+    )
+
+
+def distinct_latent_set(n: int = 12, channels: int = 4, length: int = 32, seed: int = 0, n_tokens: int = 6,
+                        shared_caption: bool = True) -> LatentSet:
+    """Tracks told apart by their content alone: track i is a sinusoid of its own frequency (0.2 + 0.23 i rad/frame).
+
+    With `shared_caption` every track has the same caption tokens; otherwise each has its own random ones.
+    10 latent frames per second; 4 artists in turn.
+    """
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.arange(length, dtype=torch.float32)
+    latents = torch.zeros(n, channels, length)
+    for i in range(n):
+        phase = torch.rand(channels, 1, generator=g) * 2 * torch.pi
+        latents[i] = torch.sin(frames[None] * (0.2 + 0.23 * i) + phase) + 0.1 * torch.randn(channels, length, generator=g)
+    caption = torch.randn(n_tokens, 384, generator=g)
+    text = caption.expand(n, n_tokens, 384).clone() if shared_caption else torch.randn(n, n_tokens, 384, generator=g)
+    return LatentSet(
+        ids=[f"d{i:03d}" for i in range(n)],
+        artists=[f"artist{i % 4}" for i in range(n)],
+        splits=["train"] * n,
+        latents=latents,
+        n_frames=torch.full((n,), length, dtype=torch.long),
+        text=text,
+        text_mask=torch.ones(n, n_tokens, dtype=torch.bool),
+        seconds_start=torch.zeros(n),
+        seconds_total=torch.full((n,), length / 10.0),
     )
 
 
