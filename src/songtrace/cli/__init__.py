@@ -34,10 +34,12 @@ COMMAND_MODULES = (
     "songtrace.cli.model_import",
     "songtrace.cli.embedders",
     "songtrace.cli.attribution",
+    "songtrace.cli.localise",
     "songtrace.cli.selfinfluence",
     "songtrace.cli.baselines",
     "songtrace.cli.compare",
     "songtrace.cli.optout",
+    "songtrace.cli.report",
     "songtrace.cli.demo",
 )
 
