@@ -128,18 +128,19 @@ def test_a_spliced_query_is_attributed_to_each_source_in_its_own_window(distinct
         queries.append(make_query(f"splice-{a}-{b}", "latent", latent, 32, train.text[a], train.text_mask[a], 0.0, 3.2))
     config = LocaliseConfig(window_seconds=1.6, unlearn=SPLICE_UNLEARN, score=SPLICE_SCORE)
     results = localise_queries(task, fisher, latents, queries, config)
-    top1 = 0
+    top1 = pairwise = 0
     for (a, b), r in zip(SPLICE_PAIRS, results, strict=True):
         assert r.windows == [(0, 16), (16, 32)] and r.rate == pytest.approx(10.0)
         first, second = r.scores
-        assert first[a] > first[b] and second[b] > second[a], (a, b)  # each half prefers its own source
         rank_a = int((first > first[a]).sum()) + 1
         rank_b = int((second > second[b]).sum()) + 1
-        assert rank_a <= 3 and rank_b <= 3, (a, b, rank_a, rank_b)
+        assert rank_a <= 3 and rank_b <= 3, (a, b, rank_a, rank_b)  # each half finds its own source near the top
         top1 += rank_a == 1 and rank_b == 1
+        pairwise += bool(first[a] > first[b]) and bool(second[b] > second[a])  # and prefers it to the other half's source
         table = r.table
         assert table.loc[(table.window == 0) & (table["rank"] == rank_a), "train_id"].item() == train.ids[a]
-    assert top1 >= len(SPLICE_PAIRS) - 2  # measured: 8 of 8 here; 91 of 108 over every pair (benchmarks/localise.py)
+    # measured: 8 and 8 of 8 here; over all 108 cross-artist pairs 90 top-1, 105 pairwise, 108 top-3 (benchmarks/localise.py)
+    assert top1 >= len(SPLICE_PAIRS) - 2 and pairwise >= len(SPLICE_PAIRS) - 1
 
 
 # --------------------------------------------------------------------------- the stage and the CLI

@@ -61,7 +61,7 @@ def runs(tmp_path_factory, tiny_world, tiny_codec, tiny_latents, tiny_model):
     optout.mkdir()
     rows = [(m, f, v) for m, vals in {"original": (0.0, 0.42, 0.81), "unlearned": (0.31, 0.06, 0.55), "retrained": (0.35, 0.04, 0.5),
                                       "gap_to_retrain": (-0.04, 0.02, 0.05)}.items()
-            for f, v in zip(("loss_change.forget", "credit.forget_prompts", "membership.auc"), vals, strict=True)]
+            for f, v in zip(("loss.delta_forget", "credit.artist_share", "membership.auc"), vals, strict=True)]
     write_parquet(optout / "figures.parquet", pd.DataFrame(rows, columns=["model", "figure", "value"]))
     write_json(optout / "eval.json", {"figures": {}})
     write_json(optout / "config.json", {"stage": "OptoutEvalConfig", "config": {}, "complete": True, "gaps": {"membership.auc": 0.05}})

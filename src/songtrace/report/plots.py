@@ -135,17 +135,23 @@ def distribution_figure(scores: np.ndarray, top_k: int) -> bytes:
 
 
 def figures_bar_chart(names: Sequence[str], series: dict[str, Sequence[float]]) -> bytes:
-    """Grouped horizontal bars: one group per figure name, one bar per model (an opt-out evaluation's headline figures)."""
+    """Small multiples: one panel per figure (its own scale), one bar per model (an opt-out evaluation's headline figures)."""
     models = list(series)
-    fig = Figure(figsize=(7, 0.45 * len(names) * max(1, len(models)) / 2 + 1.2))
-    ax = fig.subplots()
-    height = 0.8 / max(1, len(models))
-    y = np.arange(len(names))
-    for k, m in enumerate(models):
-        values = np.asarray(series[m], dtype=np.float64)
-        ax.barh(y + k * height, np.nan_to_num(values), height=height, label=m)
-    ax.set_yticks(y + height * (len(models) - 1) / 2, list(names), fontsize=8)
-    ax.invert_yaxis()
-    ax.legend(fontsize=8, frameon=False)
-    _style(ax)
+    cols = min(3, max(1, len(names)))
+    rows = (len(names) + cols - 1) // cols
+    fig = Figure(figsize=(3.4 * cols, 0.32 * len(models) * rows + 0.9 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    colours = [ACCENT, "#d0542b", "#3a9a5b", "#8a5cb8", MUTED]
+    for k, ax in enumerate(axes):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        values = [float(series[m][k]) for m in models]
+        ax.barh(models, np.nan_to_num(values), color=[colours[i % len(colours)] for i in range(len(models))])
+        for y, v in enumerate(values):
+            ax.text(0, y, f" {v:.3g}", va="center", fontsize=7, color="#1d2733")
+        ax.set_title(names[k], fontsize=8)
+        ax.invert_yaxis()
+        _style(ax)
+    fig.tight_layout()
     return figure_png(fig)

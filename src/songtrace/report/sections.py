@@ -248,6 +248,9 @@ def _is_selfinfluence(run_dir: Path, record: Mapping[str, Any]) -> bool:
 
 
 OPTOUT_MODELS = ("original", "unlearned", "retrained", "gap_to_retrain")
+# The figures charted (when present): forgetting (loss rise, membership AUC, credit) and quality kept (FD).
+OPTOUT_HEADLINE = ("loss.delta_forget", "membership.auc", "credit.artist_share", "credit.forget_items_share", "quality.fd_vs_original",
+                   "loss.delta_retain")
 
 
 def build_optout(run_dir: Path, record: Mapping[str, Any], ctx: ReportContext) -> dict[str, Any]:
@@ -260,7 +263,7 @@ def build_optout(run_dir: Path, record: Mapping[str, Any], ctx: ReportContext) -
     models = [m for m in OPTOUT_MODELS if m in wide.columns] + [m for m in wide.columns if m not in OPTOUT_MODELS]
     rows = [{"figure": str(f), "values": [_fmt_score(float(wide.loc[f, m])) if pd.notna(wide.loc[f, m]) else "–" for m in models]}
             for f in wide.index]
-    headline = [f for f in wide.index if any(k in str(f) for k in ("credit", "membership", "auc", "loss_change", "fd"))][:8]
+    headline = [f for f in OPTOUT_HEADLINE if f in wide.index] or list(wide.index[:6])
     chart = None
     shown = [m for m in models if m != "gap_to_retrain"]
     if headline and shown:
