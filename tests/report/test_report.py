@@ -136,6 +136,18 @@ def test_bad_inputs_are_one_line_errors_naming_the_path(runs, tmp_path):
         build_report([runs["att"]], out, home=tmp_path / "empty")
     with pytest.raises(SongtraceError, match="top_k"):
         build_report([runs["att"]], out, home=runs["home"], top_k=0)
+    # the assets folder of an earlier report is replaced; a folder of someone else's is not touched
+    build_report([runs["att"]], out, home=runs["home"], top_k=3)
+    build_report([runs["att"]], out, home=runs["home"], top_k=1)
+    single = sorted(p.name for p in (tmp_path / "r_assets").glob("*.wav"))
+    assert 1 <= len(single) <= 2  # the query and its top track (one file when the query is that track)
+    linked = {part.split('"')[0] for part in out.read_text().split('src="r_assets/')[1:]}
+    assert sorted(linked) == single  # no stale file of the earlier top-3 report is left
+    (tmp_path / "mine_assets").mkdir()
+    (tmp_path / "mine_assets" / "notes.txt").write_text("keep me")
+    with pytest.raises(SongtraceError, match="not written by songtrace report"):
+        build_report([runs["att"]], tmp_path / "mine.html", home=runs["home"])
+    assert (tmp_path / "mine_assets" / "notes.txt").read_text() == "keep me"
 
 
 def test_cli_report_json(runs, tmp_path):

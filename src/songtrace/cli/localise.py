@@ -60,10 +60,10 @@ def localise(
     """Attribute each window of a query: unlearn the window alone (M_U restricted to its frames), score τ per window.
 
     Writes windows.parquet (window x training item) beside the whole query's scores.parquet and credits.parquet,
-    so `songtrace report` shows it as a heatmap of query time x sources. Unlearning settings not given here come
+    so `songtrace report loc/` shows it as a heatmap of query time x sources. Unlearning settings not given here come
     from `songtrace selfinfluence`'s best configuration for the same model.
 
-    Example: songtrace localise --query x.latent.safetensors --window 2 --out loc/ && songtrace report loc/
+    Example: songtrace localise --query x.latent.safetensors --window 2 --out loc/ --json
     """
     from songtrace.artifacts import hash_json
     from songtrace.attribution.best_config import resolve_unlearn_config

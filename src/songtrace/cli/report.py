@@ -26,7 +26,7 @@ def report(
     Needs no network to view: figures are inline, audio embedded or in the assets folder beside the page.
     Training tracks' audio comes from the world the run's latent cache was encoded from (found under --home).
 
-    Example: songtrace report runs/attribute/abc runs/compare/def --out report.html --top 10
+    Example: songtrace report loc/ cmp/ si/ --out report.html --top 10
     """
     from songtrace.artifacts import hash_json
     from songtrace.home import resolve_home

@@ -9,7 +9,6 @@ world), under `--home`'s `worlds/` or, failing that, beside the latent cache (`<
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,6 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not record.get("complete"):
         raise SongtraceError(f"{run_dir}: the run did not finish (config.json is not marked complete); run it again")
     return record
-
-
-@functools.lru_cache(maxsize=8)
-def _world(path: str) -> World:
-    return load_world(path)
 
 
 @dataclasses.dataclass
@@ -73,7 +67,7 @@ def training_sources(run_dir: Path, record: Mapping[str, Any], home: str | Path 
     for candidate in homes:
         found = find_world(candidate, world_hash)
         if found is not None:
-            return TrainingSources(_world(str(found)))
+            return TrainingSources(load_world(found))
     raise SongtraceError(f"{run_dir}: the world {latents_dir} was encoded from is not under "
                          f"{' or '.join(str(h / 'worlds') for h in homes)}; pass --home")
 

@@ -18,6 +18,7 @@ from songtrace.artifacts import atomic_path, sha256_bytes
 from songtrace.errors import SongtraceError
 
 MEDIA_MODES = ("embed", "assets")
+MARKER = ".songtrace-report"  # in an assets folder this module wrote, so a rerun may replace it
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
@@ -61,9 +62,18 @@ class MediaStore:
         self.written: dict[str, str] = {}  # content hash -> src (each file stored once)
 
     def prepare(self) -> None:
-        """Start from an empty assets folder (assets mode), so no stale file from an earlier report survives."""
-        if self.mode == "assets" and self.assets.exists():
+        """Start from an empty assets folder (assets mode), so no stale file from an earlier report survives.
+
+        Only a folder an earlier report wrote (it holds the marker file) is replaced; any other is refused.
+        """
+        if self.mode != "assets":
+            return
+        if self.assets.exists():
+            if not (self.assets / MARKER).is_file():
+                raise SongtraceError(f"{self.assets}: exists and was not written by songtrace report; move it or choose another --out")
             shutil.rmtree(self.assets)
+        self.assets.mkdir(parents=True)
+        (self.assets / MARKER).write_text("written by songtrace report; replaced when the report is rebuilt\n")
 
     def _store(self, data: bytes, mime: str, suffix: str, name: str) -> str:
         key = sha256_bytes(data)
@@ -74,7 +84,6 @@ class MediaStore:
         else:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "media"
             file_name = f"{safe}-{key[:8]}{suffix}"
-            self.assets.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.assets / file_name) as tmp:
                 tmp.write_bytes(data)
             src = f"{self.assets.name}/{file_name}"

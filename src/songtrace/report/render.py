@@ -98,5 +98,5 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    assets = store.assets if store.mode == "assets" and store.assets.exists() else None
+    assets = store.assets if store.mode == "assets" else None
     return Report(out, assets, summarise(sections))
