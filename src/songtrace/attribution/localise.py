@@ -2,8 +2,8 @@
 
 The query's real frames are cut into consecutive windows that tile it (`tile_windows`). Each window
 is unlearned on its own: Eq. 6 with the unlearning loss restricted to the window's frames (M_U
-restricted to the window, so the other frames leave the loss and, as attention keys, the model;
-`unlearn(..., frames=...)`). Every training item is then scored against each window's θ' (τ, Eq. 2),
+restricted to the window: the other frames leave the loss and, in a model that masks padded keys
+as the demo DiT does, its attention; `unlearn(..., frames=...)`). Every training item is then scored against each window's θ' (τ, Eq. 2),
 all windows of all queries and the whole queries in one pass over the data, with the same timesteps
 and noise for θ0 and every θ' (common random numbers). The windows of one query share its noise
 plan (seeded by the query id), so they differ only in which frames they unlearn.
