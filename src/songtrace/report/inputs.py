@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from songtrace.artifacts import CONFIG_FILE, read_json
-from songtrace.attribution.query import LATENT_SUFFIX
 from songtrace.attribution.run import query_file_stem
+from songtrace.data.latent_file import LATENT_SUFFIX
 from songtrace.errors import SongtraceError
 from songtrace.home import resolve_home
 from songtrace.world import World, find_world, load_world

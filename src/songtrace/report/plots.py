@@ -1,4 +1,4 @@
-"""The report's figures, each a matplotlib `Figure` on the Agg canvas (never pyplot), returned as PNG bytes.
+"""The report's figures, each a matplotlib `Figure` on its own Agg canvas (`songtrace.figures`, never pyplot), as PNG bytes.
 
 Waveform and spectrogram of a query (with its windows marked), per-artist credit shares, the score
 distribution of one query in the style of seed 002's Fig. 1 (items sorted by score; min-max and
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from songtrace.compare.stats import normalise
+from songtrace.figures import new_figure
 
 ACCENT = "#2f6db5"
 MUTED = "#9aa7b8"
@@ -26,8 +26,7 @@ DPI = 110
 
 
 def figure_png(fig: Figure) -> bytes:
-    """The figure rendered to PNG bytes (Agg)."""
-    FigureCanvasAgg(fig)
+    """The figure rendered to PNG bytes (Agg; made by `songtrace.figures.new_figure`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
@@ -72,7 +71,7 @@ def log_spectrogram(wav: np.ndarray, sample_rate: int, n_fft: int = 1024) -> tup
 def query_figure(wav: np.ndarray, sample_rate: int, boundaries: Sequence[float] = ()) -> bytes:
     """Waveform (top) and log spectrogram (bottom) of the query on one time axis; window boundaries as dashed lines."""
     seconds = max(len(wav) / sample_rate, 1e-3)
-    fig = Figure(figsize=(11, 3.6))
+    fig = new_figure(figsize=(11, 3.6))
     ax_wave, ax_spec = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 2], "hspace": 0.08})
     lo, hi = envelope(wav, 1200)
     t = np.linspace(0, seconds, len(lo))
@@ -100,7 +99,7 @@ def credits_figure(artists: Sequence[str], shares: Sequence[float], max_bars: in
         shown.append((f"{len(pairs) - max_bars} others", rest))
     labels = [a for a, _ in shown][::-1]
     values = [100.0 * s for _, s in shown][::-1]
-    fig = Figure(figsize=(5.2, 0.32 * len(shown) + 0.9))
+    fig = new_figure(figsize=(5.2, 0.32 * len(shown) + 0.9))
     ax = fig.subplots()
     bars = ax.barh(labels, values, color=[MUTED if lab.endswith(" others") else ACCENT for lab in labels])
     for bar, v in zip(bars, values, strict=True):
@@ -115,7 +114,7 @@ def distribution_figure(scores: np.ndarray, top_k: int) -> bytes:
     """Seed 002 Fig. 1 style for one query: every training item sorted by τ, min-max (left) and softmax (right, log axes)."""
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
-    fig = Figure(figsize=(7.5, 2.9))
+    fig = new_figure(figsize=(7.5, 2.9))
     axes = fig.subplots(1, 2, gridspec_kw={"wspace": 0.3})
     x = np.arange(1, len(scores) + 1)
     for ax, how, title in ((axes[0], "minmax", "min-max normalised τ"), (axes[1], "softmax", "softmax normalised τ")):
@@ -139,7 +138,7 @@ def figures_bar_chart(names: Sequence[str], series: dict[str, Sequence[float]]) 
     models = list(series)
     cols = min(3, max(1, len(names)))
     rows = (len(names) + cols - 1) // cols
-    fig = Figure(figsize=(3.4 * cols, 0.32 * len(models) * rows + 0.9 * rows))
+    fig = new_figure(figsize=(3.4 * cols, 0.32 * len(models) * rows + 0.9 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     colours = [ACCENT, "#d0542b", "#3a9a5b", "#8a5cb8", MUTED]
     for k, ax in enumerate(axes):
