@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from fixtures_model import synthetic_latent_set
+from songtrace.attribution.projection import Projector
 from songtrace.baselines.base import QueryItem, TrainingSet, get_method, method_names, score_many
 from songtrace.baselines.features import fixed_noise
-from songtrace.baselines.projection import Projector
 from songtrace.diffusion.schedule import add_noise, v_target
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import tiny_dit

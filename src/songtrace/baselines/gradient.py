@@ -22,9 +22,9 @@ from torch import nn
 
 from songtrace.attribution.fisher import PER_SAMPLE_METHODS, per_sample_grads
 from songtrace.attribution.groups import split_params, target_params
+from songtrace.attribution.projection import PROJECTIONS, Projector
 from songtrace.baselines.base import QueryItem, TrainingSet, method_cache_key, register_method
 from songtrace.baselines.features import row_batches
-from songtrace.baselines.projection import PROJECTIONS, Projector
 from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import NoisePlan, make_plan
 from songtrace.errors import SongtraceError

@@ -72,3 +72,18 @@ class UnlearningAttribution:
     def score(self, query: QueryItem, train: TrainingSet) -> np.ndarray:
         """τ of one query `[N]`."""
         return self.score_many([query], train)[0]
+
+
+@register_method("attribute_by_unlearning")
+@dataclasses.dataclass
+class AttributeByUnlearning(UnlearningAttribution):
+    """Attribute-by-Unlearning-style (Wang et al. 2024): Eq. 6 on the cross-attention `to_kv` weights only, one step.
+
+    The other settings (η, damping, masks, timesteps) are the given unlearning config's.
+    """
+
+    name: str = "attribute_by_unlearning"
+
+    def __post_init__(self) -> None:
+        self.unlearn_config = dataclasses.replace(self.unlearn_config, group="to_kv", steps=1)
+        super().__post_init__()

@@ -1,6 +1,8 @@
 """Seeded random projections of gradient vectors to k dimensions (Johnson-Lindenstrauss), as TRAK does.
 
-Two kinds, both preserving inner products in expectation:
+Used by the fast attribution index (`attribution.index`) and the TRAK-like gradient baseline.
+Two random kinds, both preserving inner products in expectation (plus `identity`, which keeps all
+P coordinates: the exact reference the fast index is tested against):
 - `gaussian`: R ~ N(0, 1/k) of shape [P, k], never held whole: regenerated chunk by chunk from
   per-chunk seeds, so any number of vectors projected in any batches see the same R;
 - `srdct`: a subsampled randomised DCT, sqrt(P/k) · S · DCT · D (D random signs, S picks k random
@@ -18,7 +20,7 @@ import torch
 
 from songtrace.errors import SongtraceError
 
-PROJECTIONS = ("srdct", "gaussian")
+PROJECTIONS = ("srdct", "gaussian", "identity")
 CHUNK = 1 << 16
 
 
@@ -43,13 +45,17 @@ class Projector:
 
     @property
     def out_dim(self) -> int:
-        """k (the subsampled DCT cannot keep more coordinates than it has)."""
+        """k (the subsampled DCT cannot keep more coordinates than it has; the identity keeps all P)."""
+        if self.kind == "identity":
+            return self.n_params
         return min(self.dim, self.n_params) if self.kind == "srdct" else self.dim
 
     def project(self, grads: torch.Tensor) -> torch.Tensor:
         """`[B, P]` -> `[B, k]` (float64)."""
         if grads.ndim != 2 or grads.shape[1] != self.n_params:
             raise SongtraceError(f"projection expects [B, {self.n_params}] vectors, got {tuple(grads.shape)}")
+        if self.kind == "identity":
+            return grads.double()
         return self._srdct(grads) if self.kind == "srdct" else self._gaussian(grads)
 
     def _gaussian(self, grads: torch.Tensor) -> torch.Tensor:
