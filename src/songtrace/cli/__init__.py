@@ -38,6 +38,8 @@ COMMAND_MODULES = (
     "songtrace.cli.selfinfluence",
     "songtrace.cli.baselines",
     "songtrace.cli.compare",
+    "songtrace.cli.index",
+    "songtrace.cli.groundtruth",
     "songtrace.cli.optout",
     "songtrace.cli.report",
     "songtrace.cli.demo",

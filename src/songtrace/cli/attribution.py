@@ -97,11 +97,16 @@ def attribute(
     caption: Annotated[str | None, typer.Option("--caption", help="Caption of an audio query (default: none).")] = None,
     seconds: Annotated[float | None, typer.Option("--seconds", help="Seconds to generate for a prompt query (default: full).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the base losses L(z_i, θ0) instead of using the cache.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="exact (unlearn, then score every item) or fast (first order, an index).")] = "exact",
+    index: Annotated[str, typer.Option("--index", help="Fast mode: the index (a name under <home>/index, or its directory).")] = "demo",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
     """Attribute a query to the training set by unlearning it (Eq. 6) and scoring τ = L(z_i, θ') − L(z_i, θ0).
+
+    --mode fast answers from `songtrace index build`'s index: τ ≈ ∇L(z_i)ᵀ δ, one gradient and one
+    matrix-vector product per query (one unlearning step; the index's group, damping and M_L must match).
 
     Unlearning settings not given here come from `songtrace selfinfluence`'s best configuration for the same model.
     The seed draws the timesteps and noise, per item id. The codec decodes audio queries. Results go to --out
@@ -128,17 +133,27 @@ def attribute(
     )
     if top < 1:
         raise SongtraceError(f"--top must be >= 1, got {top}")
-    run_name = hash_json({"config": config.to_dict(), "queries": list(query)})[:16]
+    run_name = hash_json({"config": config.to_dict(), "queries": list(query), **({"mode": mode} if mode != "exact" else {})})[:16]
     out_dir = out if out is not None else resolve_home(home) / "runs" / "attribute" / run_name
     codec_dir = artifact_dir(home, "codec", codec)
-    run = run_attribute(
-        query, config,
-        model_dir=model_dir,
-        latents_dir=artifact_dir(home, "latents", latents),
-        fisher_dir=artifact_dir(home, "fisher", fisher_name),
-        out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
-        caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache,
-    )
+    if mode not in ("exact", "fast"):
+        raise SongtraceError(f"unknown --mode {mode!r}; valid: exact, fast")
+    if mode == "fast":
+        from songtrace.attribution.index import attribute_fast
+        from songtrace.home import resolve_artifact
+
+        run = attribute_fast(query, config.unlearn, model_dir, artifact_dir(home, "latents", latents),
+                             artifact_dir(home, "fisher", fisher_name), resolve_artifact(home, "index", index), out_dir, home=home,
+                             codec_dir=codec_dir if codec_dir.exists() else None, caption=caption, seconds=seconds, overwrite=overwrite)
+    else:
+        run = run_attribute(
+            query, config,
+            model_dir=model_dir,
+            latents_dir=artifact_dir(home, "latents", latents),
+            fisher_dir=artifact_dir(home, "fisher", fisher_name),
+            out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
+            caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache,
+        )
     if json:
         print_json({"out_dir": str(run.out_dir), "queries": [_result_json(r, top) for r in run.results]})
         return

@@ -25,7 +25,7 @@ class Job:
     name: str  # the directory name of the model and its losses
     kind: str  # full | subset | loo | loao
     seed: int
-    train_ids: tuple[str, ...] | None  # None: the whole train split (θ0's data)
+    exclude_ids: tuple[str, ...]  # training items left out (empty: the whole train split, θ0's data)
     target: str = ""  # subset index, left-out item id or left-out artist
 
 
@@ -62,19 +62,18 @@ def slug(text: str) -> str:
 def plan_jobs(config: GroundTruthConfig, ids: Sequence[str], artists: Sequence[str]) -> tuple[list[Job], np.ndarray]:
     """Every job of the stage (full-data models first, θ0 the very first) and the subset masks `[M, N]`."""
     ids = list(ids)
-    jobs = [Job(f"full-s{s}", "full", s, None) for s in sorted(config.full_seeds(), key=lambda s: (s != config.base_seed, s))]
+    jobs = [Job(f"full-s{s}", "full", s, ()) for s in sorted(config.full_seeds(), key=lambda s: (s != config.base_seed, s))]
     masks = subset_masks(len(ids), config.subsets, config.alpha, config.subset_seed)
     for m, row in enumerate(masks):
-        keep = tuple(i for i, k in zip(ids, row, strict=True) if k)
-        jobs += [Job(f"subset-{m:03d}-s{s}", "subset", s, keep, str(m)) for s in config.subset_train_seeds]
+        out = tuple(i for i, k in zip(ids, row, strict=True) if not k)
+        jobs += [Job(f"subset-{m:03d}-s{s}", "subset", s, out, str(m)) for s in config.subset_train_seeds]
     for item in loo_targets(ids, artists, config.loo_items):
-        keep = tuple(i for i in ids if i != item)
-        jobs += [Job(f"loo-{slug(item)}-s{s}", "loo", s, keep, item) for s in config.loo_seeds]
+        jobs += [Job(f"loo-{slug(item)}-s{s}", "loo", s, (item,), item) for s in config.loo_seeds]
     if config.loao:
         for artist in sorted(set(artists)):
-            keep = tuple(i for i, a in zip(ids, artists, strict=True) if a != artist)
-            if keep:
-                jobs += [Job(f"loao-{slug(artist)}-s{s}", "loao", s, keep, artist) for s in config.loao_seeds]
+            out = tuple(i for i, a in zip(ids, artists, strict=True) if a == artist)
+            if len(out) < len(ids):
+                jobs += [Job(f"loao-{slug(artist)}-s{s}", "loao", s, out, artist) for s in config.loao_seeds]
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise SongtraceError("two ground-truth jobs got the same name (artist or item names that differ only in punctuation)")

@@ -51,12 +51,11 @@ def job_done(out_dir: Path, job: Job, q_hash: str) -> bool:
 
 
 def train_job(job: Job, config: GroundTruthConfig, latents_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Train (or resume, or skip) the job's model with the recipe and the job's seed and items; returns its metrics."""
+    """Train (or resume, or skip) the job's model: the recipe with the job's seed, minus its left-out items; returns its metrics."""
     from songtrace.model.train import train_model
 
     train_cfg = dataclasses.replace(config.train, seed=job.seed)
-    ids = list(job.train_ids) if job.train_ids is not None else None
-    return train_model(train_cfg, config.dit, latents_dir, model_dir(out_dir, job), train_ids=ids)
+    return train_model(train_cfg, config.dit, latents_dir, model_dir(out_dir, job), exclude_ids=job.exclude_ids)
 
 
 def run_job(job: Job, config: GroundTruthConfig, latents_dir: Path, out_dir: Path) -> str:
