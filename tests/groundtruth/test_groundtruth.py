@@ -17,8 +17,10 @@ from songtrace.groundtruth.plan import loo_targets
 from songtrace.groundtruth.retrain import model_dir
 from songtrace.model.train import TrainConfig
 
-TINY = GroundTruthConfig(subsets=3, loo_items=1, loo_seeds=(0, 1), loao_seeds=(0,), generated=1, sampler_steps=2, measure_timesteps=4,
-                         train=TrainConfig(steps=3, batch_size=4, warmup=1, checkpoint_every=10, valid_every=10, valid_timesteps=1, log_every=1),
+TINY = GroundTruthConfig(subsets=3, loo_items=1, loo_seeds=(0, 1), loao_seeds=(0,), generated=1, sampler_steps=2,
+                         measure_timesteps=4,
+                         train=TrainConfig(steps=3, batch_size=4, warmup=1, checkpoint_every=10, valid_every=10, valid_timesteps=1,
+                                           log_every=1),
                          dit={"width": 16, "depth": 1, "heads": 2, "cond_dim": 16, "timestep_features": 16, "timing_features": 8})
 
 

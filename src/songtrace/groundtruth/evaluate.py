@@ -77,24 +77,24 @@ class EvaluateConfig(StageConfig):
 # --------------------------------------------------------------------------- inputs
 
 
-def best_unlearn_config(gt: GroundTruth, config: EvaluateConfig, world_dir: Path, codec_dir: Path, fisher_dir: Path,
+def best_unlearn_config(base_model_dir: Path, gt_dir: Path, config: EvaluateConfig, world_dir: Path, codec_dir: Path, fisher_dir: Path,
                         latents_dir: Path) -> tuple[UnlearnConfig, dict[str, Any]]:
     """The unlearning configuration to score: the config's, else the self-influence search's best cell on θ0."""
     if config.unlearn is not None:
         return config.unlearn, {"source": "config"}
     from songtrace.selfinfluence.inputs import selfinfluence_from_dirs
 
-    result = selfinfluence_from_dirs(config.selfinfluence, model=str(gt.base_model_dir), latents=str(latents_dir), world=str(world_dir),
-                                     fisher=str(fisher_dir), codec=str(codec_dir), out_dir=gt.out_dir / "selfinfluence", save_best=False)
+    result = selfinfluence_from_dirs(config.selfinfluence, model=str(base_model_dir), latents=str(latents_dir), world=str(world_dir),
+                                     fisher=str(fisher_dir), codec=str(codec_dir), out_dir=gt_dir / "selfinfluence", save_best=False)
     return UnlearnConfig.from_dict(result.best["unlearn"]), {"source": str(result.out_dir), "metrics": result.best.get("metrics")}
 
 
-def score_variant(label: str, resources: dict[str, Any], best: UnlearnConfig, train: TrainingSet, gt: GroundTruth, out_dir: Path
+def score_variant(label: str, resources: dict[str, Any], best: UnlearnConfig, train: TrainingSet, queries: list[Any], out_dir: Path
                   ) -> tuple[np.ndarray, dict[str, Any]]:
     """One variant's scores `[Q, N]` and timing, from `methods/<label>.npy` when cached for the same method, options and queries."""
     name, options = variant(label, best)
     key = hash_json({"method": name, "options": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in options.items()},
-                     "queries": queries_hash(gt.queries), "score": resources["score_config"].to_dict(),
+                     "queries": queries_hash(queries), "score": resources["score_config"].to_dict(),
                      "model": resources["model_hash"], "embedder": str(resources.get("embedder_name"))})
     stem = label.replace(" ", "_").replace("×", "x").replace("÷", "div").replace("=", "")
     npy, rec = out_dir / "methods" / f"{stem}.npy", out_dir / "methods" / f"{stem}.json"
@@ -104,7 +104,7 @@ def score_variant(label: str, resources: dict[str, Any], best: UnlearnConfig, tr
     t0 = time.perf_counter()
     prepare_method(method, train)
     t1 = time.perf_counter()
-    items = [q.item for q in gt.queries]
+    items = [q.item for q in queries]
     scores = score_many(method, items, train)
     t2 = time.perf_counter()
     timing = {"prepare_seconds": round(t1 - t0, 3), "seconds_per_query": (t2 - t1) / max(1, len(items))}
@@ -218,33 +218,43 @@ def plot_lds(table: pd.DataFrame, path: Path) -> None:
 # --------------------------------------------------------------------------- the stage
 
 
-def evaluate_methods(gt: GroundTruth, config: EvaluateConfig, latents_dir: str | Path, world_dir: str | Path, codec_dir: str | Path,
-                     out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Score every configured method against the ground truth; writes the table, results and plot; returns the results."""
+def score_methods(base_model_dir: Path, gt_dir: Path, queries: list[Any], train_ids: list[str], config: EvaluateConfig,
+                  latents_dir: Path, world_dir: Path, codec_dir: Path, out_dir: Path
+                  ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]], UnlearnConfig, dict[str, Any]]:
+    """Every configured method's scores `[Q, N]` and timing (cached per method), and the unlearning configuration used.
+
+    Needs only θ0 and the queries, not the retrained models: it can run while they train.
+    """
     from songtrace.attribution.fisher import Fisher, FisherConfig, fit_fisher
     from songtrace.baselines.embedding import resolve_embedder
     from songtrace.data.latents import LatentSet
     from songtrace.model.registry import load_task
     from songtrace.world import load_world
 
-    out_dir = Path(out_dir) if out_dir is not None else gt.out_dir / "evaluation"
-    latents_dir, world_dir, codec_dir = Path(latents_dir), Path(world_dir), Path(codec_dir)
-    model = load_task(gt.base_model_dir)
-    latents = LatentSet.load(latents_dir)
-    train_latents = latents.subset("train")
-    if train_latents.ids != gt.train_ids:
+    model = load_task(base_model_dir)
+    train_latents = LatentSet.load(latents_dir).subset("train")
+    if train_latents.ids != list(train_ids):
         raise SongtraceError(f"{latents_dir}: its train split is not the ground truth's training set")
-    fisher_dir = gt.out_dir / "fisher"
-    fit_fisher(gt.base_model_dir, latents_dir, FisherConfig(group="all", n_timesteps=config.fisher_timesteps), fisher_dir)
-    best, best_source = best_unlearn_config(gt, config, world_dir, codec_dir, fisher_dir, latents_dir)
+    fisher_dir = gt_dir / "fisher"
+    fit_fisher(base_model_dir, latents_dir, FisherConfig(group="all", n_timesteps=config.fisher_timesteps), fisher_dir)
+    best, best_source = best_unlearn_config(base_model_dir, gt_dir, config, world_dir, codec_dir, fisher_dir, latents_dir)
     train = TrainingSet.from_world(train_latents, load_world(world_dir))
     resources = {"model": model, "fisher": Fisher.load(fisher_dir), "seed": config.seed, "score_config": config.score,
-                 "cache_dir": gt.out_dir / "cache" / "base_losses", "model_hash": model.identity(), "embedder_name": config.embedder}
+                 "cache_dir": gt_dir / "cache" / "base_losses", "model_hash": model.identity(), "embedder_name": config.embedder}
     if "embedding" in config.methods:
         resources["embedder"] = resolve_embedder(config.embedder)
     scores, timing = {}, {}
     for label in config.methods:
-        scores[label], timing[label] = score_variant(label, resources, best, train, gt, out_dir)
+        scores[label], timing[label] = score_variant(label, resources, best, train, queries, out_dir)
+    return scores, timing, best, best_source
+
+
+def evaluate_methods(gt: GroundTruth, config: EvaluateConfig, latents_dir: str | Path, world_dir: str | Path, codec_dir: str | Path,
+                     out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score every configured method against the ground truth; writes the table, results and plot; returns the results."""
+    out_dir = Path(out_dir) if out_dir is not None else gt.out_dir / "evaluation"
+    scores, timing, best, best_source = score_methods(gt.base_model_dir, gt.out_dir, gt.queries, gt.train_ids, config, Path(latents_dir),
+                                                      Path(world_dir), Path(codec_dir), out_dir)
     table, paired = method_metrics(scores, gt, config)
     table["seconds_per_query"] = [timing[m]["seconds_per_query"] for m in table["method"]]
     table["prepare_seconds"] = [timing[m]["prepare_seconds"] for m in table["method"]]
