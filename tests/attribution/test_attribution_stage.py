@@ -83,6 +83,7 @@ def test_attribute_writes_scores_credits_and_config(tmp_path, fisher_dir, tiny_m
     record = read_json(tmp_path / "run" / "config.json")
     assert set(record["inputs"]) == {"model", "latents", "fisher", "queries"} and record["complete"]
     assert AttributeConfig.from_dict(record["config"]) == CONFIG
+    assert {"hub_share", "effective_rank", "same_tracks_flag"} <= set(record["diagnostics"])
     assert record["mask_unlearn"] is True and record["mask_loss"] is False
     assert len(list((tmp_path / "home" / "cache" / "base_losses").glob("*.safetensors"))) == 1
     assert [r.query_id for r in run.results] == queries

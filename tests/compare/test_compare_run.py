@@ -58,6 +58,7 @@ def test_compare_writes_every_output(stack, tmp_path):
         assert sorted(g["rank"]) == list(range(1, n_train + 1))
     assert summary["queries"]["generated"] == 2 and summary["queries"]["planted_version"] == 1
     assert summary["queries"]["planted_artist"] == 1
+    assert all("same_tracks_flag" in d and "effective_rank" in d for d in summary["diagnostics"].values())
     assert (out / "queries" / "gen00.wav").exists() and (out / "queries" / "version00.wav").exists()
     corr = json.loads((out / "correlations.json").read_text())
     assert set(corr) == {"pearson", "spearman", "pearson_pooled", "spearman_pooled"}

@@ -36,6 +36,7 @@ from songtrace.attribution.best_config import LEGACY_BEST_CONFIG
 from songtrace.attribution.best_config import default_unlearn_config as default_unlearn_config  # re-exported: attribute's defaults
 from songtrace.attribution.best_config import resolve_unlearn_config as resolve_unlearn_config
 from songtrace.attribution.delta import UnlearnedDelta, delta_metadata, load_delta, save_delta
+from songtrace.attribution.diagnostics import score_diagnostics
 from songtrace.attribution.fisher import Fisher, check_fits, check_inputs
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.query import Query, QueryContext, resolve_query
@@ -290,6 +291,7 @@ def attribute(
             "mask_unlearn": config.unlearn.mask_unlearn,
             "mask_loss": config.unlearn.mask_loss,
             "deltas": deltas,
+            "diagnostics": score_diagnostics(torch.stack([r.scores for r in results]).numpy(), latents.subset(config.score.split).ids),
         },
     )
     return AttributionRun(out_dir, results, record)

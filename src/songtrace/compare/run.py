@@ -42,6 +42,7 @@ from songtrace.artifacts import (
     write_json,
     write_parquet,
 )
+from songtrace.attribution.diagnostics import score_diagnostics
 from songtrace.attribution.score import ScoreConfig
 from songtrace.attribution.unlearn import UnlearnConfig
 from songtrace.baselines.base import TrainingSet, build_method, method_names, prepare_method, score_many
@@ -314,6 +315,7 @@ def write_results(out_dir: Path, config: CompareConfig, scores: Mapping[str, np.
         "planted": summary.to_dict(orient="records"),
         "seconds_per_query": {m: t["seconds_per_query"] for m, t in timing.items()},
         "prepare_seconds": {m: t["prepare_seconds"] for m, t in timing.items()},
+        "diagnostics": {m: score_diagnostics(s, train.ids) for m, s in gen.items()} if gen_rows else {},
     }
     result = _finite(result)
     write_json(out_dir / "summary.json", result)
