@@ -101,7 +101,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--home", type=Path, required=True)
-    ap.add_argument("--subsets", type=int, default=24)
+    ap.add_argument("--subsets", type=int, default=16)
     ap.add_argument("--loo-items", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--prescore", action="store_true")

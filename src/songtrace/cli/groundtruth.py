@@ -59,7 +59,7 @@ def groundtruth(
 
     Everything is cached: a rerun resumes at the next model; adding a --method retrains nothing.
 
-    Example: nice songtrace groundtruth --latents micro --world micro --codec micro --workers 2 --json
+    Example: songtrace groundtruth --latents micro --world micro --codec micro --workers 2 --json
     """
     import dataclasses
 
