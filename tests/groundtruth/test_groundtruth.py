@@ -45,6 +45,8 @@ def test_plan_puts_theta0_first_and_names_every_job():
     for j in (j for j in jobs if j.kind == "subset"):
         assert set(j.exclude_ids) == {i for i, k in zip(ids, masks[int(j.target)], strict=True) if not k}
     assert len({j.name for j in jobs}) == len(jobs)
+    two, _ = plan_jobs(dataclasses.replace(TINY, loao_artists=2), ids, artists)
+    assert sorted(j.target for j in two if j.kind == "loao") == ["a", "b"]
 
 
 def test_split_half_noise_tells_signal_from_noise():

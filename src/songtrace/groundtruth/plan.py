@@ -54,6 +54,15 @@ def loo_targets(ids: Sequence[str], artists: Sequence[str], n: int) -> list[str]
     return [sorted(by_artist[a])[0] for a in order[:n]]
 
 
+def loao_targets(artists: Sequence[str], n: int) -> list[str]:
+    """Every artist (n = 0), or the n with the largest catalogues (ties by name); in name order."""
+    every = sorted(set(artists))
+    if n <= 0 or n >= len(every):
+        return every
+    counts = {a: list(artists).count(a) for a in every}
+    return sorted(sorted(every, key=lambda a: (-counts[a], a))[:n])
+
+
 def slug(text: str) -> str:
     """A file-name-safe form of an id or artist name."""
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "x"
@@ -70,7 +79,7 @@ def plan_jobs(config: GroundTruthConfig, ids: Sequence[str], artists: Sequence[s
     for item in loo_targets(ids, artists, config.loo_items):
         jobs += [Job(f"loo-{slug(item)}-s{s}", "loo", s, (item,), item) for s in config.loo_seeds]
     if config.loao:
-        for artist in sorted(set(artists)):
+        for artist in loao_targets(artists, config.loao_artists):
             out = tuple(i for i, a in zip(ids, artists, strict=True) if a == artist)
             if len(out) < len(ids):
                 jobs += [Job(f"loao-{slug(artist)}-s{s}", "loao", s, out, artist) for s in config.loao_seeds]
