@@ -73,7 +73,8 @@ def test_bad_choices_are_one_line_and_exit_2(capsys, home, tmp_path):
     assert lines == [
         "error: unknown sampler 'bogus'; valid: dpmpp-2m, ddim",
         "error: unknown mask 'M_U'; valid: none, both, M_L, mixed",
-        "error: unknown attribution method 'bogus'; valid: activations, embedding, gradient, representer, unlearning, version",
+        "error: unknown attribution method 'bogus'; valid: activations, attribute_by_unlearning, embedding, fast, gradient, mucs, "
+        "representer, unlearning, version",
         "error: unknown FD unit 'bogus'; valid: window, track",
     ]
 
