@@ -177,7 +177,7 @@ def register_method(name: str) -> Callable[[type], type]:
 
 
 # The modules of the built-in methods (imported on first lookup, so `base` imports fast).
-METHOD_MODULES = ("embedding", "version", "activations", "representer", "gradient", "unlearning", "mucs", "fastindex")
+METHOD_MODULES = ("embedding", "version", "activations", "representer", "gradient", "unlearning", "mucs", "fast")
 
 
 def _load_all() -> None:
