@@ -99,12 +99,31 @@ def test_a_command_run_without_its_extra_names_the_extra(capsys):
     fake.command("other")(lambda: None)
     assert run_reporting_errors(lambda: fake, ["adapt"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: `songtrace adapt` needs the `real` extra: pip install 'songtrace[real]' (could not import diffusers)")
+        "error: `songtrace adapt` needs the `diffusers` extra: pip install 'songtrace[diffusers]' (could not import diffusers)")
 
 
 def test_missing_extra_message_names_the_extra_or_says_nothing():
     e = ModuleNotFoundError("No module named 'diffusers'", name="diffusers")
     assert missing_extra_message(e, "the diffusers adapter") == (
-        "the diffusers adapter needs the `real` extra: pip install 'songtrace[real]' (could not import diffusers)")
+        "the diffusers adapter needs the `diffusers` extra: pip install 'songtrace[diffusers]' (could not import diffusers)")
     assert missing_extra_message(ModuleNotFoundError("x", name="not_an_extra_dep"), "x") is None
     assert missing_extra_message(ModuleNotFoundError("x", name="songtrace.nope"), "x") is None
+    assert missing_extra_message(ModuleNotFoundError("x", name="sklearn"), "x") is None  # a core dependency, not an extra
+
+
+def test_the_table_of_optional_packages_matches_pyproject():
+    """errors.PACKAGES (what every "needs the X extra" message says) lists each package under an extra that installs it."""
+    import tomllib
+    from pathlib import Path
+
+    from songtrace.errors import PACKAGES
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    core = " ".join(project["dependencies"])
+    for module, (pip, extra) in PACKAGES.items():
+        name = pip.split(">")[0].split("=")[0].split("<")[0]
+        if extra is None:
+            assert name in core, f"{module}: {name} is not a core dependency"
+        else:
+            assert any(r.startswith(name) for r in extras[extra]), f"{module}: extra {extra!r} does not install {name}"

@@ -188,3 +188,15 @@ def test_fused_attention_equals_the_written_out_attention_and_its_per_sample_gra
     gb = per_sample_grads(fused, target, frozen, batch.select([0]), plan.select_items([0]), True)
     for k in target:
         torch.testing.assert_close(ga[k], gb[k], rtol=1e-4, atol=1e-6)
+
+
+def test_identity_is_kept_until_a_weight_changes_in_place():
+    task = task_for(tiny_dit(seed=0))
+    first = task.identity()
+    assert task.identity() == first == task_for(tiny_dit(seed=0)).identity()
+    with torch.no_grad():
+        next(task.module.parameters()).add_(1e-3)  # an in-place update bumps the tensor's version counter
+    changed = task.identity()
+    assert changed != first and changed == hash_tensors(dict(task.module.state_dict()))
+    task.module.load_state_dict(tiny_dit(seed=0).state_dict())  # copy_ back: same bytes, new versions
+    assert task.identity() == first

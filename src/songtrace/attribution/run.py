@@ -195,12 +195,14 @@ def load_run_inputs(
     codec_dir: str | Path | None = None,
     caption: str | None = None,
     seconds: float | None = None,
+    model: ModelTask | None = None,
 ) -> RunInputs:
     """Load and check the inputs of a run over `queries` (`attribute`, `localise`): refuses a Fisher fitted on another model,
-    other data or without the target layers of `group`, and two queries with one id."""
+    other data or without the target layers of `group`, and two queries with one id. `model` is the
+    model already loaded from `model_dir`, if the caller has it."""
     if not queries:
         raise SongtraceError("no query given; pass --query (train:ID, a .latent.safetensors, an audio file or prompt:TEXT@SEED)")
-    model = load_task(model_dir)
+    model = load_task(model_dir) if model is None else model
     latents = LatentSet.load(latents_dir)
     fisher = Fisher.load(fisher_dir)
     model_hash, latents_hash = model.identity(), latents.content_hash()
@@ -243,16 +245,17 @@ def attribute(
     overwrite: bool = False,
     use_cache: bool = True,
     save_deltas: bool = True,
+    model: ModelTask | None = None,
 ) -> AttributionRun:
     """Attribute queries to the training set from artifact dirs; writes scores/credits Parquet and config.json into `out_dir`.
 
     Refuses a Fisher fitted on another model or other data. Base losses L(z_i, θ0) are cached under
     `<home>/cache/base_losses/`. With `save_deltas`, each query's unlearned delta θ' − θ0 goes to
     `deltas/` (listed in config.json; `load_run_delta`, `recompute_scores`). A rerun with the same
-    config and inputs reads the finished results.
+    config and inputs reads the finished results. `model` is the model already loaded from `model_dir`, if any.
     """
     out_dir = Path(out_dir)
-    run = load_run_inputs(queries, config.unlearn.group, model_dir, latents_dir, fisher_dir, codec_dir, caption, seconds)
+    run = load_run_inputs(queries, config.unlearn.group, model_dir, latents_dir, fisher_dir, codec_dir, caption, seconds, model=model)
     model, latents, fisher, resolved, inputs = run.model, run.latents, run.fisher, run.queries, run.inputs
     model_hash, latents_hash = inputs["model"], inputs["latents"]
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from songtrace.artifacts import StageConfig, artifact_hash, begin_stage, finish_stage, hash_json, hash_tensors, write_parquet
+from songtrace.artifacts import StageConfig, artifact_hash, begin_stage, finish_stage, hash_json, hash_tensors, read_parquet, write_parquet
 from songtrace.baselines.base import QueryItem, TrainingSet, build_method, method_names, score_many
 from songtrace.data.audio import to_mono
 from songtrace.data.latent_file import LATENT_SUFFIX
@@ -95,12 +95,12 @@ def run_baseline(queries: list[str], config: BaselineConfig, model_dir: Path, la
     resolved = [(spec, resolve_query(spec, ctx)) for spec in queries]
     items = [query_item(spec, q, world, ctx.codec_dir) for spec, q in resolved]
     embedder_name = resolve_embedder_name(config.embedder, home)
-    inputs = {"model": artifact_hash(model_dir), "latents": artifact_hash(latents_dir), "world": artifact_hash(world_dir),
+    inputs = {"model": model.identity(), "latents": artifact_hash(latents_dir), "world": artifact_hash(world_dir),
               "queries": hash_json([[i.id, hash_tensors({"latent": i.latent})] for i in items])}
     if config.method == "embedding":
         inputs["embedder"] = embedder_input(embedder_name, home)
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
-        return pd.read_parquet(out_dir / SCORES_FILE)
+        return read_parquet(out_dir / SCORES_FILE)
     train = TrainingSet.from_world(latents.subset(config.split), world)
     resources = {"model": model, "seed": config.seed}
     if config.method == "embedding":

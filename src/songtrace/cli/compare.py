@@ -100,9 +100,11 @@ def compare(
     from songtrace.attribution.score import ScoreConfig
     from songtrace.compare.run import ALL_METHODS, CompareConfig, run_compare
     from songtrace.home import resolve_home
+    from songtrace.model.registry import load_task
 
     model_dir = artifact_dir(home, "model", model)
-    unlearn, source = resolve_unlearn_config(home, model_dir, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+    task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
+    unlearn, source = resolve_unlearn_config(home, task, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
                                              damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
     if source is not None:
         console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
@@ -117,7 +119,7 @@ def compare(
     fisher_dir = artifact_dir(home, "fisher", fisher) if "unlearning" in config.methods else None
     summary = run_compare(config, model_dir, artifact_dir(home, "codec", codec),
                           artifact_dir(home, "latents", latents), artifact_dir(home, "world", world), out_dir,
-                          fisher_dir=fisher_dir, home=home, overwrite=overwrite)
+                          fisher_dir=fisher_dir, home=home, overwrite=overwrite, model=task)
     summary = {"out_dir": str(out_dir), **summary}
     if json:
         print_json(summary)

@@ -8,15 +8,12 @@ traceback of a refusal too.
 from __future__ import annotations
 
 import errno
-import importlib
-import importlib.metadata
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from songtrace.errors import SongtraceError
+from songtrace.errors import PACKAGES, SongtraceError
 
 EXIT_REFUSED = 2
 EXIT_ABORTED = 130
@@ -65,27 +62,15 @@ def usage_error_line(e: Any, fallback_command: str) -> str:
     return f"{one_line(e.format_message())} (see `{command} --help`)"
 
 
-def _extras_of_distributions() -> dict[str, str]:
-    """Import name of each optional dependency of songtrace -> the extra that installs it (user extras before `dev`)."""
-    try:
-        requirements = importlib.metadata.requires("songtrace") or []
-    except importlib.metadata.PackageNotFoundError:
-        return {}
-    out: dict[str, str] = {}
-    for req in requirements:
-        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", req)
-        name = re.match(r"[A-Za-z0-9_.-]+", req)
-        if extra and name:
-            module = name.group(0).lower().replace("-", "_").replace(".", "_")
-            if out.get(module) in (None, "dev"):
-                out[module] = extra.group(1)
-    return out
-
-
 def missing_extra_message(e: ImportError, subject: str) -> str | None:
-    """`SUBJECT needs the `EXTRA` extra: pip install ...` when `e` is a missing optional dependency, else None."""
+    """`SUBJECT needs the `EXTRA` extra: pip install ...` when `e` is a missing optional dependency, else None.
+
+    The extras come from the one table `songtrace.errors.PACKAGES` (a test keeps it equal to pyproject.toml).
+    """
     module = (e.name or "").split(".")[0]
-    extra = _extras_of_distributions().get(module) if module and module != "songtrace" else None
+    if not module or module == "songtrace" or module not in PACKAGES:
+        return None
+    extra = PACKAGES[module][1]
     if extra is None:
         return None
     return f"{subject} needs the `{extra}` extra: pip install 'songtrace[{extra}]' (could not import {module})"

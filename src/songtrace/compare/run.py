@@ -340,8 +340,11 @@ def _finite(obj: Any) -> Any:
 
 def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | Path, latents_dir: str | Path,
                 world_dir: str | Path, out_dir: str | Path, fisher_dir: str | Path | None = None, home: str | Path | None = None,
-                overwrite: bool = False) -> dict[str, Any]:
-    """Run (or resume, or skip) a comparison; returns the summary (also in `out_dir/summary.json`)."""
+                overwrite: bool = False, model: Any = None) -> dict[str, Any]:
+    """Run (or resume, or skip) a comparison; returns the summary (also in `out_dir/summary.json`).
+
+    `model` is the model already loaded from `model_dir` (a task), if the caller has it.
+    """
     from songtrace.attribution.fisher import Fisher, check_inputs
     from songtrace.data.latents import LatentSet
     from songtrace.home import resolve_home
@@ -352,7 +355,8 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
     model_dir, codec_dir, latents_dir, world_dir = Path(model_dir), Path(codec_dir), Path(latents_dir), Path(world_dir)
     home_path = resolve_home(home)
     embedder_name = resolve_embedder_name(config.embedder, home_path)
-    inputs = {"model": artifact_hash(model_dir), "codec": artifact_hash(codec_dir), "latents": artifact_hash(latents_dir),
+    model = load_task(model_dir) if model is None else model
+    inputs = {"model": model.identity(), "codec": artifact_hash(codec_dir), "latents": artifact_hash(latents_dir),
               "world": artifact_hash(world_dir)}
     if "embedding" in config.methods:
         inputs["embedder"] = embedder_input(embedder_name, home_path)
@@ -363,7 +367,6 @@ def run_compare(config: CompareConfig, model_dir: str | Path, codec_dir: str | P
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return read_json(out_dir / "summary.json")
 
-    model = load_task(model_dir)
     latents = LatentSet.load(latents_dir)
     world = load_world(world_dir)
     missing = sorted(set(latents.ids) - set(world.ids))

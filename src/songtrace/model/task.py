@@ -175,8 +175,17 @@ class ModelTask:
         return {k: v.detach() for k, v in self.module.named_parameters()}
 
     def identity(self) -> str:
-        """Content hash of the weights and buffers (names, dtypes, shapes, bytes): the model's identity."""
-        return hash_tensors(dict(self.module.state_dict()))
+        """Content hash of the weights and buffers (names, dtypes, shapes, bytes): the model's identity.
+
+        Hashing a billion weights takes seconds, so the hash is kept until a tensor changes: the key is
+        each tensor's storage and autograd version counter, which every in-place update bumps.
+        """
+        state = self.module.state_dict()
+        key = tuple((k, v.data_ptr(), v._version, v.dtype, tuple(v.shape)) for k, v in state.items())
+        cached = getattr(self, "_identity", None)
+        if cached is None or cached[0] != key:
+            self._identity = (key, hash_tensors(dict(state)))
+        return self._identity[1]
 
     def predict_v(
         self, params: Params | None, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, frame_mask: torch.Tensor | None = None
