@@ -27,6 +27,7 @@ from songtrace.cli import app
 from songtrace.compare.run import CompareConfig, run_compare
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
+from songtrace.optout.evaluate import EVAL_FILE, FIGURES_FILE, figures_table
 from songtrace.report import SECTION_KINDS, build_report
 from songtrace.selfinfluence.inputs import selfinfluence_from_dirs
 from songtrace.selfinfluence.run import SelfInfluenceConfig
@@ -50,6 +51,8 @@ def runs(tmp_path_factory, tiny_world, tiny_codec, tiny_latents, tiny_model):
     common = {"model_dir": tiny_model, "latents_dir": tiny_latents, "fisher_dir": fisher, "home": home, "codec_dir": tiny_codec}
     localise([PROMPT, f"train:{long_id}"], LocaliseConfig(window_seconds=0.6, unlearn=UNLEARN, score=SCORE), out_dir=root / "loc", **common)
     attribute([f"train:{train.ids[2]}"], AttributeConfig(unlearn=UNLEARN, score=SCORE), out_dir=root / "att", **common)
+    saved = root / "loc" / "queries" / f"{query_file_stem(PROMPT)}.latent.safetensors"  # the generation, as `songtrace generate` saves it
+    attribute([str(saved)], AttributeConfig(unlearn=UNLEARN, score=SCORE), out_dir=root / "lat", **common)
     compare = CompareConfig(queries=2, methods=("unlearning", "embedding"), embedder="dsp", sampler_steps=4, planted_versions=1,
                             planted_artists=1, small_artist_tracks=3, unlearn=UNLEARN, score=SCORE)
     run_compare(compare, tiny_model, tiny_codec, tiny_latents, home / "worlds" / "tiny", root / "cmp", fisher_dir=fisher, home=home)
@@ -59,13 +62,15 @@ def runs(tmp_path_factory, tiny_world, tiny_codec, tiny_latents, tiny_model):
                             fisher=str(fisher), codec=str(tiny_codec), out_dir=root / "si", save_best=False)
     optout = root / "optout"
     optout.mkdir()
-    rows = [(m, f, v) for m, vals in {"original": (0.0, 0.42, 0.81), "unlearned": (0.31, 0.06, 0.55), "retrained": (0.35, 0.04, 0.5),
-                                      "gap_to_retrain": (-0.04, 0.02, 0.05)}.items()
-            for f, v in zip(("loss.delta_forget", "credit.artist_share", "membership.auc"), vals, strict=True)]
-    write_parquet(optout / "figures.parquet", pd.DataFrame(rows, columns=["model", "figure", "value"]))
-    write_json(optout / "eval.json", {"figures": {}})
-    write_json(optout / "config.json", {"stage": "OptoutEvalConfig", "config": {}, "complete": True, "gaps": {"membership.auc": 0.05}})
-    return {"root": root, "home": home, "loc": root / "loc", "att": root / "att", "cmp": root / "cmp", "si": root / "si",
+    # an opt-out evaluation's figures, laid out by optout-eval's own table writer (the full evaluation takes minutes)
+    figures = {m: {"loss": {"delta_forget": d}, "credit": {"artist_share": c}, "membership": {"auc": a, "n_members": 3}}
+               for m, (d, c, a) in {"original": (0.0, 0.42, 0.81), "unlearned": (0.31, 0.06, 0.55), "retrained": (0.35, 0.04, 0.5)}.items()}
+    result = {"figures": figures, "gaps": {"loss.delta_forget": -0.04, "credit.artist_share": 0.02, "membership.auc": 0.05}}
+    write_parquet(optout / FIGURES_FILE, figures_table(result))
+    write_json(optout / EVAL_FILE, result)
+    write_json(optout / "config.json", {"stage": "OptoutEvalConfig", "config": {}, "complete": True, "gaps": result["gaps"]})
+    return {"root": root, "home": home, "loc": root / "loc", "att": root / "att", "lat": root / "lat", "cmp": root / "cmp",
+            "si": root / "si",
             "optout": optout, "train": train, "long_id": long_id}
 
 
@@ -150,6 +155,13 @@ def test_bad_inputs_are_one_line_errors_naming_the_path(runs, tmp_path):
     assert (tmp_path / "mine_assets" / "notes.txt").read_text() == "keep me"
 
 
+def test_a_saved_generation_is_shown_with_its_prompt(runs, tmp_path):
+    report = build_report([runs["lat"]], tmp_path / "lat.html", home=runs["home"], top_k=2)
+    query = report.summary["queries"][0]
+    assert query["kind"] == "latent" and query["prompt"] == "a calm chorale for voices"  # from the JSON beside the latent
+    assert "Query: a calm chorale for voices" in report.path.read_text()
+
+
 def test_cli_report_json(runs, tmp_path):
     res = CliRunner().invoke(app, ["report", str(runs["att"]), "--out", str(tmp_path / "r.html"), "--top", "3", "--home", str(runs["home"]),
                                    "--json"])
@@ -190,7 +202,7 @@ def test_the_page_loads_in_chromium_with_playable_audio_and_charts(page, browser
     assert len(charts) >= 3 * 3 + 2 and all(done and width > 0 for _, done, width in charts), charts
     assert tab.locator("table.heatmap tbody tr").count() >= 2
     assert tab.locator("section.selfinfluence table.table1 tbody tr").count() >= 1
-    assert tab.locator("section.optout table tbody tr").count() == 3
+    assert tab.locator("section.optout table tbody tr").count() == 4  # loss, credit, membership AUC and its n_members
     # a window's button plays its clip
     tab.locator("button.play-window").first.click()
     tab.wait_for_function("() => { const a = document.querySelector('th.span audio'); return !a.paused || a.ended; }", timeout=10_000)

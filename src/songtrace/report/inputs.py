@@ -94,6 +94,19 @@ def _train_audio(run_dir: Path, query: Mapping[str, Any], sources: TrainingSourc
 QUERY_AUDIO = {"prompt": _prompt_audio, "latent": _latent_audio, "audio": _audio_audio, "train": _train_audio}
 
 
+def generation_record(query: Mapping[str, Any]) -> dict[str, Any]:
+    """The prompt and seed of a latent query that `songtrace generate` wrote (from its JSON beside the latent), else {}."""
+    source = Path(str(query.get("source", "")))
+    if query.get("kind") != "latent" or not source.name.endswith(LATENT_SUFFIX):
+        return {}
+    path = source.with_name(source.name[: -len(LATENT_SUFFIX)] + ".json")
+    try:
+        record = read_json(path) if path.is_file() else {}
+    except SongtraceError:
+        return {}
+    return {k: record[k] for k in ("prompt", "seed") if isinstance(record, dict) and k in record}
+
+
 def query_audio_path(run_dir: Path, query: Mapping[str, Any], sources: TrainingSources) -> Path:
     """The audio file of an attributed query: the run's saved generation, the WAV beside a latent, the audio file, or the training track."""
     kind = str(query.get("kind", ""))

@@ -35,7 +35,7 @@ from songtrace.attribution.localise import WINDOWS_FILE
 from songtrace.attribution.run import CREDITS_FILE, SCORES_FILE, Attribution, load_attribution
 from songtrace.attribution.unlearn import MASKS
 from songtrace.errors import SongtraceError
-from songtrace.report.inputs import TrainingSources, query_audio_path, training_sources
+from songtrace.report.inputs import TrainingSources, generation_record, query_audio_path, training_sources
 from songtrace.report.media import MediaStore, read_audio
 from songtrace.report.plots import credits_figure, distribution_figure, figures_bar_chart, png_data_uri, query_figure
 from songtrace.selfinfluence.report import GROUP_NAMES, PAPER_ROWS, TABLE_COLUMNS
@@ -115,6 +115,7 @@ def query_card(run_dir: Path, result: Attribution, query: Mapping[str, Any], sou
                ctx: ReportContext) -> dict[str, Any]:
     """Everything shown for one attributed query."""
     qid = result.query_id
+    query = {**generation_record(query), **{k: v for k, v in query.items() if v is not None}}
     path = query_audio_path(run_dir, query, sources)
     wav, sr = read_audio(path, f"query {qid!r}")
     card: dict[str, Any] = {
