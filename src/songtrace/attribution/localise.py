@@ -229,14 +229,15 @@ def localise(
     seconds: float | None = None,
     overwrite: bool = False,
     use_cache: bool = True,
+    model: ModelTask | None = None,
 ) -> LocalisationRun:
     """Localise queries in time from artifact dirs; writes windows.parquet, scores/credits Parquet and config.json into `out_dir`.
 
     The same inputs, checks and base-loss cache as `attribute`; a rerun with the same config and
-    inputs reads the finished results.
+    inputs reads the finished results. `model` is the model already loaded from `model_dir`, if any.
     """
     out_dir = Path(out_dir)
-    run = load_run_inputs(queries, config.unlearn.group, model_dir, latents_dir, fisher_dir, codec_dir, caption, seconds)
+    run = load_run_inputs(queries, config.unlearn.group, model_dir, latents_dir, fisher_dir, codec_dir, caption, seconds, model=model)
     model, latents, fisher, inputs = run.model, run.latents, run.fisher, run.inputs
     if begin_stage(out_dir, config, inputs, overwrite=overwrite):
         return load_localisation(out_dir)

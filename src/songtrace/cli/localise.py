@@ -72,11 +72,13 @@ def localise(
     from songtrace.attribution.score import ScoreConfig
     from songtrace.errors import SongtraceError
     from songtrace.home import resolve_home
+    from songtrace.model.registry import load_task
 
     if top < 1:
         raise SongtraceError(f"--top must be >= 1, got {top}")
     model_dir = artifact_dir(home, "model", model)
-    unlearn, source = resolve_unlearn_config(home, model_dir, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+    task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
+    unlearn, source = resolve_unlearn_config(home, task, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
                                              damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
     if source is not None:
         console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
@@ -94,7 +96,7 @@ def localise(
         latents_dir=artifact_dir(home, "latents", latents),
         fisher_dir=artifact_dir(home, "fisher", fisher_name),
         out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
-        caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache,
+        caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache, model=task,
     )
     summary = window_summary(run.windows, top)
     if json:
