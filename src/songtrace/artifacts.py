@@ -1,15 +1,26 @@
-"""Artifacts: stage configs that round-trip through JSON, content hashes, and atomic writes.
+"""Artifacts: stage configs that round-trip through JSON, content hashes, atomic writes, completion markers and locks.
 
 Every stage writes one directory holding its data and a `config.json` with the config that made
-it, the content hashes of its inputs, the seeds and the package version. A stage that finds its
-output present with the same config skips; a different config is refused unless overwriting.
+it, the content hashes of its inputs, the seeds and the package version. `config.json` with
+`complete: true` is the completion marker: it lists every file of the artifact with its size and
+sha256, so a finished artifact can be verified (`verify_artifact`). A stage that finds its output
+present with the same config verifies it and skips; a corrupt one is refused, or recomputed with
+`overwrite`; a different config is refused unless overwriting, and `overwrite` only ever replaces
+an artifact of the same kind. One writer at a time: `begin_stage` takes a file lock on the
+artifact (`.lock` inside it) until `finish_stage`, and a second writer is refused with a message.
+A run that fails marks its pending state failed (`abandon_open_stages`), so a corrected rerun with
+another config just works; a run killed outright keeps its partial files for the rerun to resume.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import fcntl
 import hashlib
+import itertools
 import json
+import math
 import os
 import secrets
 import shutil
@@ -62,11 +73,28 @@ class StageConfig:
     """Base for the one config dataclass each stage has.
 
     Subclasses validate in `__post_init__` (call `super().__post_init__()`), and
-    `from_dict(to_dict(c)) == c` holds.
+    `from_dict(to_dict(c)) == c` holds. Every number of every config is refused when NaN or
+    infinite before the subclass's own checks run (`check_finite_fields`, wrapped around each
+    subclass's `__post_init__`, so no config can forget it).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None or getattr(own, "_checks_finite", False):
+            return
+
+        def __post_init__(self: StageConfig) -> None:
+            check_finite_fields(self)
+            own(self)
+
+        __post_init__._checks_finite = True  # type: ignore[attr-defined]
+        __post_init__.__doc__ = own.__doc__
+        cls.__post_init__ = __post_init__  # type: ignore[method-assign]
 
     def __post_init__(self) -> None:
         """Validate; subclasses raise `SongtraceError` naming the bad field."""
+        check_finite_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -94,10 +122,58 @@ def check_choice(name: str, value: str, choices: typing.Iterable[str]) -> None:
         raise SongtraceError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
 
 
+def check_finite(name: str, value: float) -> None:
+    """Raise a clear error when a numeric setting is NaN or infinite (`nan < 0` is False, so range checks alone let NaN through)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SongtraceError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SongtraceError(f"{name} must be a finite number, got {value}")
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
-    """Raise a clear error when a numeric setting is not positive."""
+    """Raise a clear error when a numeric setting is not a finite positive number (NaN and inf refused)."""
+    check_finite(name, value)
     if value < 0 or (value == 0 and not allow_zero):
         raise SongtraceError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise a clear error when a numeric setting is NaN/inf or outside [low, high]."""
+    check_finite(name, value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else (
+            f">= {low:g}" if low is not None else f"<= {high:g}")
+        raise SongtraceError(f"{name} must be {bounds}, got {value:g}")
+
+
+def _numbers(value: Any, name: str) -> Iterator[tuple[str, float]]:
+    """(name, number) for every float/int in a config field (tuples, lists and dicts searched; nested configs check themselves)."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield name, value
+    elif isinstance(value, tuple | list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{name}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{name}.{k}")
+
+
+def check_finite_fields(config: Any) -> None:
+    """Refuse a config any of whose numbers is NaN or infinite, naming the field."""
+    for field in dataclasses.fields(config):
+        for name, number in _numbers(getattr(config, field.name), field.name):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise SongtraceError(f"{type(config).__name__}: {name} must be a finite number, got {number}")
+
+
+def check_finite_tensors(tensors: Mapping[str, Any], source: str) -> None:
+    """Refuse tensors with NaN or infinite entries (a NaN in must be an error, never NaN out), naming the file and tensor."""
+    for name, t in tensors.items():
+        if hasattr(t, "is_floating_point") and t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
+            bad = int((~t.isfinite()).sum())
+            raise SongtraceError(f"{source}: {name} has {bad} NaN/inf entries")
 
 
 # --------------------------------------------------------------------------- hashes
@@ -131,6 +207,11 @@ def hash_tensors(tensors: Mapping[str, Any]) -> str:
         h.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+def hash_table(table: Any) -> str:
+    """Content hash of a pandas table that does not depend on its column order (a resumed run may build them in another order)."""
+    return hash_json(table[sorted(table.columns)].to_json())
 
 
 def artifact_hash(path: str | Path) -> str:
@@ -223,18 +304,232 @@ def load_safetensors(path: str | Path) -> dict[str, Any]:
         raise SongtraceError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (its header only), with an error naming the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises several types for corrupt files
+        raise SongtraceError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+# --------------------------------------------------------------------------- untrusted files
+
+_ALLOW_PICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("songtrace_allow_pickle", default=False)
+
+
+@contextmanager
+def allow_pickle(allowed: bool = True) -> Iterator[None]:
+    """Let the block load pickle-capable weight files (.pt, .ckpt, .h5 models) that can run code when read: only files you trust."""
+    token = _ALLOW_PICKLE.set(allowed)
+    try:
+        yield
+    finally:
+        _ALLOW_PICKLE.reset(token)
+
+
+def pickle_allowed() -> bool:
+    """Whether pickle-capable files may be loaded: inside `allow_pickle()`, or with SONGTRACE_ALLOW_PICKLE=1."""
+    return _ALLOW_PICKLE.get() or os.environ.get("SONGTRACE_ALLOW_PICKLE") == "1"
+
+
+def refuse_pickle(path: str | Path, what: str) -> None:
+    """Refuse a pickle-capable file unless the user opted in (`allow_pickle`, --allow-pickle or SONGTRACE_ALLOW_PICKLE=1)."""
+    if not pickle_allowed():
+        raise SongtraceError(
+            f"{path}: {what} is a pickle-capable file, which can run code when loaded; convert it to safetensors, or, "
+            "only if you trust its source, allow it with SONGTRACE_ALLOW_PICKLE=1 (or --allow-pickle)"
+        )
+
+
+def check_file_size(path: str | Path, max_bytes: int, what: str = "file") -> int:
+    """The size of a file, refusing one larger than `max_bytes` before anything reads it whole."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SongtraceError(f"{path}: {what} not found") from None
+    if size > max_bytes:
+        raise SongtraceError(f"{path}: {what} of {size / 2**20:.0f} MiB is larger than the {max_bytes / 2**20:.0f} MiB limit")
+    return size
+
+
 # --------------------------------------------------------------------------- stage directories
+
+PENDING_FILE = ".pending.json"
+LOCK_FILE = ".lock"
+# top-level entries a stage keeps while it runs (resumable state) and deletes once finished: not part of the artifact
+SCRATCH_NAMES = frozenset({"state", "partial", "retrain", "checkpoint.safetensors"})
+# a quick check (whenever a finished artifact is found or read) hashes files up to QUICK_HASH_BYTES, QUICK_HASH_BUDGET bytes in
+# all, and checks the sizes of the rest; SONGTRACE_VERIFY=full (or `songtrace verify`) hashes every file
+QUICK_HASH_BYTES = 64 * 2**20
+QUICK_HASH_BUDGET = 64 * 2**20
+
+
+def artifact_files(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every file of an artifact (relative POSIX path -> size and sha256): all but config.json, hidden files and scratch state."""
+    out_dir = Path(out_dir)
+    files: dict[str, dict[str, Any]] = {}
+    for p in sorted(out_dir.rglob("*")):
+        rel = p.relative_to(out_dir)
+        if rel.parts[0] in SCRATCH_NAMES or any(part.startswith(".") for part in rel.parts) or rel.as_posix() == CONFIG_FILE:
+            continue
+        if p.is_file() and not p.is_symlink():
+            files[rel.as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return files
+
+
+def verify_level() -> str:
+    """How thoroughly finished artifacts are checked when found or read: "quick" (default), "full" or "sizes" (SONGTRACE_VERIFY)."""
+    level = os.environ.get("SONGTRACE_VERIFY", "quick")
+    check_choice("SONGTRACE_VERIFY", level, ("quick", "full", "sizes"))
+    return level
+
+
+def verify_artifact(out_dir: str | Path, level: str | None = None) -> list[str]:
+    """What is wrong with a finished artifact's files against its completion marker (empty: intact).
+
+    Sizes are always checked; sha256 of every file ("full"), of none ("sizes"), or ("quick") of the files up to
+    `QUICK_HASH_BYTES`, smallest first, until `QUICK_HASH_BUDGET` bytes are hashed. An artifact written before markers
+    listed their files (no `files` in config.json) has nothing to check.
+    """
+    out_dir = Path(out_dir)
+    level = level or verify_level()
+    record = read_json(out_dir / CONFIG_FILE)
+    listed = record.get("files")
+    if not isinstance(listed, dict):
+        return []
+    problems = []
+    budget = QUICK_HASH_BUDGET
+    for rel, entry in sorted(listed.items(), key=lambda kv: (int(kv[1].get("size") or 0), kv[0])):
+        p = out_dir / rel
+        if not p.is_file():
+            problems.append(f"{rel} not found")
+            continue
+        size = p.stat().st_size
+        if size != entry.get("size"):
+            problems.append(f"{rel} has {size} bytes, {entry.get('size')} when finished")
+        elif level == "full" or (level == "quick" and size <= min(QUICK_HASH_BYTES, budget)):
+            budget -= size
+            if sha256_file(p) != entry.get("sha256"):
+                problems.append(f"{rel} has changed since it was finished (sha256 differs)")
+    return problems
+
+
+def read_level() -> str:
+    """How thoroughly a finished artifact is checked each time a stage reads it: sizes (cheap; content checks such as NaN and
+    identity hashes follow in the readers), or every hash with SONGTRACE_VERIFY=full."""
+    return "full" if verify_level() == "full" else "sizes"
+
+
+def check_intact(out_dir: str | Path, level: str | None = None, remedy: str = "recompute it with --overwrite") -> None:
+    """Refuse a corrupt finished artifact, naming the file and what is wrong (default level: `read_level()`)."""
+    problems = verify_artifact(out_dir, level or read_level())
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SongtraceError(f"{out_dir} is corrupt: {problems[0]}{more}; {remedy}")
+
+
+def _seeds(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every field named like a seed in a config dict, with its dotted path."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            path = f"{prefix}{k}"
+            if isinstance(v, dict):
+                out.update(_seeds(v, path + "."))
+            elif "seed" in str(k) and isinstance(v, int | None) and not isinstance(v, bool):
+                out[path] = v
+    return out
 
 
 def stage_record(config: StageConfig, inputs: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What `config.json` holds besides the results: config, its class, input hashes, version."""
+    as_dict = config.to_dict()
     return {
         "stage": type(config).__name__,
-        "config": config.to_dict(),
+        "config": as_dict,
         "config_hash": config.config_hash(),
         "inputs": dict(inputs or {}),
+        "seeds": _seeds(as_dict),
         "songtrace_version": __version__,
     }
+
+
+@dataclasses.dataclass
+class _OpenStage:
+    """A stage this process has begun and not finished: its lock and pending record."""
+
+    fd: int
+    record: dict[str, Any]
+    serial: int = dataclasses.field(default_factory=lambda: next(_SERIAL))
+
+
+_SERIAL = itertools.count()
+_OPEN: dict[Path, _OpenStage] = {}
+
+
+def _lock(out_dir: Path) -> int:
+    """Take the artifact's lock (fcntl flock on `<out_dir>/.lock`), refusing when another process holds it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SongtraceError(f"{out_dir}: another songtrace process (pid {holder}) is writing this artifact; "
+                             "wait for it to finish, or choose another output") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _release(out_dir: Path) -> None:
+    """Drop this process's lock on an artifact (the lock file stays, so waiting writers lock the same file)."""
+    held = _OPEN.pop(out_dir, None)
+    if held is not None:
+        fcntl.flock(held.fd, fcntl.LOCK_UN)
+        os.close(held.fd)
+
+
+def _clear(out_dir: Path) -> None:
+    """Delete an artifact's contents, keeping its lock file (held by this process)."""
+    for p in out_dir.iterdir():
+        if p.name == LOCK_FILE:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _existing(out_dir: Path) -> dict[str, Any] | None:
+    """The record of what `out_dir` holds: its completion marker, else its pending record, else None."""
+    for name in (CONFIG_FILE, PENDING_FILE):
+        if (out_dir / name).exists():
+            rec = read_json(out_dir / name)
+            if not isinstance(rec, dict):
+                raise SongtraceError(f"{out_dir / name}: not a songtrace stage record")
+            return rec
+    return None
+
+
+def _check_replaceable(out_dir: Path, existing: dict[str, Any] | None, record: dict[str, Any]) -> None:
+    """Refuse to put an artifact where another kind lives, or into a folder of other files."""
+    if existing is not None:
+        if existing.get("stage") != record["stage"]:
+            raise SongtraceError(
+                f"{out_dir} holds a {existing.get('stage', 'non-songtrace')} artifact, not a {record['stage']} one; "
+                "--overwrite only replaces an artifact of the same kind; choose another output"
+            )
+        return
+    others = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")] if out_dir.is_dir() else []
+    if others:
+        raise SongtraceError(f"{out_dir} is a folder of other files ({', '.join(sorted(others)[:3])}), not a songtrace artifact; "
+                             "choose a new or empty folder")
 
 
 def begin_stage(
@@ -243,34 +538,56 @@ def begin_stage(
     inputs: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> bool:
-    """Prepare `out_dir` for a stage run. Returns True when the finished artifact is already there.
+    """Prepare `out_dir` for a stage run. Returns True when the finished, intact artifact is already there.
 
-    Same config and inputs, finished: True (skip). Same config, unfinished: False and keep the
-    partial files so the stage can resume. A different config or inputs: refused unless
-    `overwrite`, which clears the directory.
+    Same config and inputs, finished: verified (`verify_artifact`), then True (skip); a corrupt one is
+    refused, or cleared and recomputed with `overwrite`. Same config, unfinished: False and keep the
+    partial files so the stage can resume. A different config or inputs: refused unless `overwrite`
+    (or unless the unfinished run there failed), which clears the directory. Only an artifact of the
+    same stage kind is ever replaced, and a folder of other files is never written into. From here
+    to `finish_stage` this process holds the artifact's lock; a second writer is refused.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     record = stage_record(config, inputs)
-    cfg_path = out_dir / CONFIG_FILE
-    pending_path = out_dir / ".pending.json"
-    existing = None
-    if cfg_path.exists():
-        existing = read_json(cfg_path)
-    elif pending_path.exists():
-        existing = read_json(pending_path)
-    if existing is not None:
-        same = existing.get("config") == record["config"] and existing.get("inputs") == record["inputs"]
-        if same:
-            return cfg_path.exists() and bool(existing.get("complete"))
-        if not overwrite:
-            raise SongtraceError(
-                f"{out_dir} already holds a {existing.get('stage', 'stage')} artifact made with a different "
-                "config or inputs; pass --overwrite to replace it or choose another output"
-            )
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(pending_path, record)
-    return False
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SongtraceError(f"{out_dir} is a file, not a directory")
+    _check_replaceable(out_dir, _existing(out_dir), record)
+    if out_dir in _OPEN:  # begun earlier in this process and never finished: that attempt failed
+        abandon_stage(out_dir, failed=True)
+    fd = _lock(out_dir)
+    _OPEN[out_dir] = _OpenStage(fd, record)
+    try:
+        existing = _existing(out_dir)  # again, under the lock
+        _check_replaceable(out_dir, existing, record)
+        if existing is not None:
+            same = existing.get("config") == record["config"] and existing.get("inputs") == record["inputs"]
+            finished = (out_dir / CONFIG_FILE).exists() and bool(existing.get("complete"))
+            if same and finished:
+                problems = verify_artifact(out_dir)
+                if not problems:
+                    _release(out_dir)
+                    return True
+                if not overwrite:
+                    raise SongtraceError(f"{out_dir} is corrupt: {problems[0]}; pass --overwrite to recompute it")
+                _clear(out_dir)
+            elif same:
+                if existing.get("failed"):
+                    existing.pop("failed")
+                    write_json(out_dir / PENDING_FILE, {**existing, **record})
+                return False
+            elif overwrite or (not finished and existing.get("failed")):
+                _clear(out_dir)
+            else:
+                what = "an unfinished run (resume it with the same options)" if not finished else "an artifact"
+                raise SongtraceError(
+                    f"{out_dir} already holds {what} made with a different config or inputs; "
+                    "pass --overwrite to replace it or choose another output"
+                )
+        write_json(out_dir / PENDING_FILE, {**record, "pid": os.getpid()})
+        return False
+    except BaseException:
+        _release(out_dir)
+        raise
 
 
 def finish_stage(
@@ -280,19 +597,59 @@ def finish_stage(
     content_hash: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the final `config.json` (marking the artifact complete) and drop the pending marker."""
-    out_dir = Path(out_dir)
+    """Write the completion marker `config.json` (the record, plus every file's size and sha256), drop the pending marker and the lock."""
+    out_dir = Path(out_dir).absolute()
     record = stage_record(config, inputs)
     record["complete"] = True
     if content_hash is not None:
         record["content_hash"] = content_hash
     if extra:
         record.update(extra)
+    record["files"] = artifact_files(out_dir)
     write_json(out_dir / CONFIG_FILE, record)
-    pending = out_dir / ".pending.json"
+    pending = out_dir / PENDING_FILE
     if pending.exists():
         pending.unlink()
+    _release(out_dir)
     return record
+
+
+def abandon_stage(out_dir: str | Path, failed: bool = True) -> None:
+    """Give up a stage this process began: mark its pending state failed (a rerun with another config may replace it) and unlock it.
+
+    `failed=False` (the run was interrupted, e.g. Ctrl-C) only unlocks: the partial files stay for a rerun to resume, and
+    a rerun with another config is still refused unless --overwrite.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir not in _OPEN:
+        return
+    try:
+        pending = out_dir / PENDING_FILE
+        if failed and pending.exists() and not (out_dir / CONFIG_FILE).exists():
+            rec = read_json(pending)
+            write_json(pending, {**rec, "failed": True})
+    finally:
+        _release(out_dir)
+
+
+def abandon_open_stages(failed: bool = True) -> list[Path]:
+    """`abandon_stage` every stage this process began and did not finish (a command that ended in an error); returns them."""
+    dirs = list(_OPEN)
+    for d in dirs:
+        abandon_stage(d, failed=failed)
+    return dirs
+
+
+@contextmanager
+def stage_guard() -> Iterator[None]:
+    """Run stages; any stage begun inside and not finished when the block raises is abandoned (failed, or kept for resuming on Ctrl-C)."""
+    before = {d: held.serial for d, held in _OPEN.items()}
+    try:
+        yield
+    except BaseException as e:
+        for d in [d for d, held in _OPEN.items() if before.get(d) != held.serial]:
+            abandon_stage(d, failed=isinstance(e, Exception))
+        raise
 
 
 def load_stage_config(out_dir: str | Path, cls: type[C]) -> C:
@@ -303,4 +660,5 @@ def load_stage_config(out_dir: str | Path, cls: type[C]) -> C:
         raise SongtraceError(f"{out_dir}: holds a {rec.get('stage')!r} artifact, expected {cls.__name__}")
     if not rec.get("complete"):
         raise SongtraceError(f"{out_dir}: the stage did not finish; run it again to resume")
+    check_intact(out_dir)
     return cls.from_dict(rec["config"])

@@ -180,13 +180,16 @@ def sat_weights_file(sat_dir: Path) -> Path:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's tensors: safetensors, or a `.ckpt` through `torch.load(weights_only=True)` (never arbitrary pickles)."""
+    """A checkpoint's tensors: safetensors, or (only with `artifacts.allow_pickle`) a `.ckpt` through `torch.load(weights_only=True)`."""
     import torch
 
     if path.suffix == ".safetensors":
         from songtrace.artifacts import load_safetensors
 
         return load_safetensors(path)
+    from songtrace.artifacts import refuse_pickle
+
+    refuse_pickle(path, "a stable-audio-tools .ckpt checkpoint")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # an unpickling error names what a weights-only load refused

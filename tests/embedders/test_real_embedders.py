@@ -116,5 +116,9 @@ def test_laion_checkpoint_without_the_package(tmp_path):
     ckpt = tmp_path / "music_audioset_epoch_15_esc_90.14.pt"
     ckpt.write_bytes(b"not really a checkpoint")
     assert detect_kind(ckpt) == "laion-clap"
-    with pytest.raises(SongtraceError, match="needs the laion_clap package"):
+    with pytest.raises(SongtraceError, match="pickle-capable"):  # a .pt can run code when loaded: refused unless opted in
+        load_embedder(ckpt)
+    from songtrace.artifacts import allow_pickle
+
+    with allow_pickle(), pytest.raises(SongtraceError, match="needs the laion_clap package"):
         load_embedder(ckpt)

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from songtrace.artifacts import begin_stage, finish_stage, hash_tensors, save_safetensors
+from songtrace.artifacts import begin_stage, finish_stage, hash_tensors, read_json, save_safetensors, write_json
 from songtrace.embedders import load_embedder
 from songtrace.embedders.songclap import MODEL_FILE, SongClapConfig, SongClapEmbedder
 from songtrace.embedders.songclap_train import fit_songclap, songclap_report
@@ -90,5 +90,10 @@ def test_saved_artifact_loads_by_name_and_path(trained, tmp_path):
     expected = SongClapEmbedder(model, TINY, "x").embed_audio(valid.waves[:2], valid.sr)
     assert np.allclose(by_path.embed_audio(valid.waves[:2], valid.sr), expected, atol=1e-6)
     save_safetensors(out / MODEL_FILE, {"junk": state["mel_mean"]})
+    with pytest.raises(SongtraceError, match=r"corrupt: model\.safetensors has"):  # the completion marker sees the changed file
+        load_embedder(out)
+    record = read_json(out / "config.json")
+    del record["files"]  # as an artifact made before markers listed files: the loader's own check speaks
+    write_json(out / "config.json", record)
     with pytest.raises(SongtraceError, match="do not match"):
         load_embedder(out)

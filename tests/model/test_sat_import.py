@@ -140,18 +140,22 @@ def test_layer_groups_use_the_checkpoint_names(imported):
 
 
 def test_a_ckpt_is_read_weights_only_and_training_wrappers_are_unwrapped(tiny_sat_dir, tmp_path):
+    from songtrace.artifacts import allow_pickle
     from songtrace.extras import read_checkpoint as load_state_dict
 
     state = load_safetensors(tiny_sat_dir / "model.safetensors")
     wrapped = {f"diffusion.{k}": v for k, v in state.items()}
     wrapped.update({f"diffusion_ema.ema_model.{k[len('model.'):]}": v + 1 for k, v in state.items() if k.startswith("model.")})
     torch.save({"state_dict": wrapped}, tmp_path / "model.ckpt")
-    loaded = load_state_dict(tmp_path / "model.ckpt")
+    with pytest.raises(SongtraceError, match="pickle-capable"):  # refused unless the user opts in
+        load_state_dict(tmp_path / "model.ckpt")
+    with allow_pickle():
+        loaded = load_state_dict(tmp_path / "model.ckpt")
     assert set(loaded) == set(state)
     key = "model.model.transformer.project_in.weight"
     assert torch.equal(loaded[key], state[key] + 1)  # EMA preferred
     torch.save({"state_dict": state, "hook": print}, tmp_path / "evil.ckpt")
-    with pytest.raises(SongtraceError, match="plain weights"):
+    with allow_pickle(), pytest.raises(SongtraceError, match="plain weights"):
         load_state_dict(tmp_path / "evil.ckpt")
 
 

@@ -205,6 +205,9 @@ def test_killed_run_resumes_without_recomputing(si_data, tmp_path):
     # a different config into the same directory is refused
     with pytest.raises(SongtraceError, match="different"):
         run_self_influence(si_data, dataclasses.replace(config, score_timesteps=3), tmp_path / "si")
+    # the resumed grid records the content hash of an uninterrupted one (its columns were built in another order)
+    whole = run_self_influence(si_data, config, tmp_path / "whole")
+    assert result.record["content_hash"] == whole.record["content_hash"]
 
 
 def test_cli_runs_the_search_from_a_home_and_saves_the_best_config(tmp_path, tiny_world, tiny_codec, tiny_model, tiny_latents):

@@ -29,6 +29,7 @@ from torch.func import grad, vmap
 
 from songtrace.artifacts import (
     StageConfig,
+    abandon_stage,
     begin_stage,
     check_choice,
     check_positive,
@@ -312,6 +313,9 @@ def fit_fisher(
     the sums are all-reduced; rank 0 writes the artifact.
     """
     out_dir = Path(out_dir)
+    check_positive("checkpoint_every", checkpoint_every)
+    if max_batches is not None:
+        check_positive("max_batches", max_batches)
     task = as_task(model) if model is not None else load_task(model_dir)
     latents = LatentSet.load(latents_dir)
     data = latents.subset(config.split)
@@ -341,6 +345,8 @@ def fit_fisher(
             bar.close()
         job.barrier()
         if job.main_first(lambda: bool(missing_spans(n, shards.covered()))):
+            if job.main:
+                abandon_stage(out_dir, failed=False)  # unfinished by design (max_batches): unlock, keep it resumable
             return out_dir
         total = {k: v.cpu() for k, v in shards.merged(sums).items()}
     if job.main:

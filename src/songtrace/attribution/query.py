@@ -10,7 +10,9 @@ Query specs (a registry; an unknown form raises an error listing them):
 - `prompt:TEXT@SEED`        generate a track for TEXT with SEED (`songtrace.model.generate`, the
                             model's full length unless `seconds` is given), then attribute it
 
-Every query resolves to a one-item `Batch` zero-padded to the model length, like a training item.
+Every query resolves to a one-item `Batch` zero-padded to the model length, like a training item,
+and is checked (`data.batch.check_batch`: shapes, token width, 1 <= n_frames <= length, no NaN/inf,
+seconds_total > 0) before any work.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 
 from songtrace.artifacts import sha256_file
-from songtrace.data.batch import Batch
+from songtrace.data.batch import Batch, check_batch
 from songtrace.data.latent_file import LATENT_SUFFIX, read_latent_file
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
@@ -105,6 +107,8 @@ def pad_latent(latent: torch.Tensor, length: int, source: str) -> tuple[torch.Te
     if latent.dim() != 2:
         raise SongtraceError(f"{source}: expected a latent [C, F], got shape {tuple(latent.shape)}")
     frames = int(latent.shape[1])
+    if frames < 1:
+        raise SongtraceError(f"{source}: the latent has no frames")
     if frames > length:
         raise SongtraceError(f"{source}: the latent has {frames} frames, longer than the model's {length}; crop the audio first")
     out = torch.zeros(latent.shape[0], length, dtype=torch.float32)
@@ -186,18 +190,16 @@ def _resolve_audio(spec: str, ctx: QueryContext) -> Query:
         raise SongtraceError(f"{path}: audio file not found")
     if ctx.codec_dir is None and ctx.codec is None:
         raise SongtraceError(f"{path}: attributing an audio file needs the codec that made the latents (pass --codec)")
-    import soundfile as sf
-
     from songtrace.codec import encode_audio
-    from songtrace.data.audio import resample, to_mono
+    from songtrace.data.audio import read_audio, resample, to_mono
 
-    try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    except RuntimeError as e:
-        raise SongtraceError(f"{path}: not a readable audio file ({e})") from None
     codec = ctx.loaded_codec()
-    mono = resample(to_mono(wav), int(sr), codec.sample_rate)
     length = _model_length(ctx)
+    wav, sr = read_audio(path, max_seconds=length * codec.samples_per_frame / codec.sample_rate + 1.0)
+    mono = resample(to_mono(wav, str(path)), int(sr), codec.sample_rate)
+    if len(mono) < codec.samples_per_frame:
+        raise SongtraceError(f"{path}: {len(mono) / codec.sample_rate:.4f} s of audio is shorter than one latent frame "
+                             f"({codec.samples_per_frame / codec.sample_rate:.3f} s)")
     frames = min(codec.frames_for(len(mono)), length)
     # encoded padded to the model length, exactly as `songtrace encode` encodes training tracks
     latent = encode_audio(codec, mono, codec.sample_rate, n_frames_total=length)
@@ -220,6 +222,8 @@ def _resolve_prompt(spec: str, ctx: QueryContext) -> Query:
     from songtrace.model.generate import generate
 
     text, seed = m.group("text").strip(), int(m.group("seed"))
+    if not text:
+        raise SongtraceError(f"prompt query {spec!r} has an empty prompt; the form is prompt:TEXT@SEED, e.g. 'prompt:a calm chorale@3'")
     seconds = ctx.seconds if ctx.seconds is not None else full_length_seconds(ctx)
     track = generate(ctx.loaded_model(), ctx.loaded_codec(), text, seconds, seed=seed, **ctx.generate_options)
     latent, _ = pad_latent(track.latent, _model_length(ctx), spec)
@@ -257,6 +261,5 @@ def resolve_query(spec: str, ctx: QueryContext) -> Query:
     """Resolve a query spec into a `Query` (a one-item batch shaped like the training data)."""
     kind = query_kind(spec)
     query = QUERY_KINDS[kind].resolve(spec, ctx)
-    if tuple(query.batch.latents.shape[1:]) != tuple(ctx.latents.latent_shape):
-        raise SongtraceError(f"query {spec!r} has latent shape {tuple(query.batch.latents.shape[1:])}, the data {ctx.latents.latent_shape}")
+    check_batch(query.batch, f"query {spec}", latent_shape=ctx.latents.latent_shape, text_dim=int(ctx.latents.text.shape[2]))
     return query

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -30,6 +29,7 @@ from songtrace.artifacts import (
     hash_json,
     hash_tensors,
     read_json,
+    read_parquet,
     write_parquet,
 )
 from songtrace.attribution.best_config import LEGACY_BEST_CONFIG
@@ -149,7 +149,7 @@ def item_titles(latents_dir: str | Path, home: str | Path | None = None) -> dict
     records, so titles never come from another world. Missing titles are empty strings.
     """
     latents_dir = Path(latents_dir)
-    items = pq.read_table(latents_dir / "items.parquet").to_pandas()
+    items = read_parquet(latents_dir / "items.parquet")
     if "title" in items:
         return dict(zip(items["id"].astype(str), items["title"].astype(str), strict=True))
     try:
@@ -159,7 +159,7 @@ def item_titles(latents_dir: str | Path, home: str | Path | None = None) -> dict
     world_dir = find_world(home, world_hash or "")
     if world_dir is None or not (world_dir / "manifest.parquet").exists():
         return {}
-    table = pq.read_table(world_dir / "manifest.parquet").to_pandas()
+    table = read_parquet(world_dir / "manifest.parquet")
     if "title" in table and "id" in table:
         return dict(zip(table["id"].astype(str), table["title"].astype(str), strict=True))
     return {}
@@ -317,8 +317,8 @@ def load_attribution(out_dir: str | Path) -> AttributionRun:
     record = read_json(out_dir / CONFIG_FILE)
     if not record.get("complete"):
         raise SongtraceError(f"{out_dir}: the attribution run did not finish; run it again")
-    scores = pq.read_table(out_dir / SCORES_FILE).to_pandas()
-    credits = pq.read_table(out_dir / CREDITS_FILE).to_pandas()
+    scores = read_parquet(out_dir / SCORES_FILE)
+    credits = read_parquet(out_dir / CREDITS_FILE)
     meta = {q["query_id"]: q for q in record.get("queries", [])}
     results = []
     for qid in dict.fromkeys(scores["query_id"]):

@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from songtrace.artifacts import StageConfig, check_positive, hash_json, load_safetensors, save_safetensors
+from songtrace.artifacts import (
+    StageConfig,
+    check_positive,
+    hash_json,
+    load_safetensors,
+    safetensors_metadata,
+    save_safetensors,
+    sha256_bytes,
+)
 from songtrace.attribution.shard import SINGLE, Job, ShardStore, aligned, default_shard_rows, map_shards
 from songtrace.attribution.unlearn import apply_delta
 from songtrace.data.batch import Batch
@@ -201,9 +209,12 @@ def base_losses(
 ) -> torch.Tensor:
     """L(z_i, θ0) for every item of `config.split` `[N]` (float64), from the cache when present.
 
-    With `cache_dir`, the losses are stored as `<cache_dir>/<key>.safetensors`. With `verify`, the
-    first batch is recomputed and compared bit for bit with the cache (a different BLAS or thread
-    count could change the floats); on a mismatch everything is recomputed and the cache rewritten.
+    With `cache_dir`, the losses are stored as `<cache_dir>/<key>.safetensors` with the sha256 of
+    their bytes. A cache that is unreadable, of the wrong shape, not finite or whose bytes do not hash
+    to the recorded sha256 is recomputed. With `verify`, a sample of batches spread over the whole set
+    (`verify_batches`: first, last and evenly between) is recomputed and compared bit for bit with the
+    cache (a different BLAS or thread count could change the floats); on a mismatch everything is
+    recomputed and the cache rewritten.
     Under torchrun (`job`) the pass is sharded, its finished shards kept in `<key>.shards/` until
     the merged cache is written, so a rerun after a dead rank recomputes only the missing shards.
     """
@@ -220,26 +231,52 @@ def base_losses(
     base, _ = sharded_loss_pass(task, [], data, config, mask_loss, with_base=True, job=job, store=store, desc="base losses")
     assert base is not None
     if path is not None and store is not None and job.main:
-        save_safetensors(path, {"loss": base}, metadata={"n_items": str(len(data)), "split": config.split})
+        save_safetensors(path, {"loss": base}, metadata={"n_items": str(len(data)), "split": config.split, "sha256": _loss_sha(base)})
         store.clear()
     job.barrier()
     return base
 
 
+VERIFY_BATCHES = 3  # batches of a cached base-loss set recomputed to check it (first, last, and evenly between)
+
+
+def _loss_sha(loss: torch.Tensor) -> str:
+    return sha256_bytes(loss.detach().cpu().contiguous().numpy().tobytes())
+
+
 def _cache_valid(path: Path, task: ModelTask, data: LatentSet, config: ScoreConfig, mask_loss: bool, verify: bool) -> bool:
-    """Whether the cached base losses at `path` exist, fit the data and (with `verify`) reproduce their first batch."""
+    """Whether the cached base losses at `path` are intact (readable, right shape, finite, their recorded hash) and reproduce a sample."""
     if not path.exists():
         return False
-    cached = load_safetensors(path)["loss"]
-    return cached.shape == (len(data),) and (not verify or _first_batch_matches(task, data, config, mask_loss, cached))
+    try:
+        cached = load_safetensors(path).get("loss")
+        recorded = safetensors_metadata(path).get("sha256")
+    except SongtraceError:
+        return False
+    if cached is None or cached.shape != (len(data),) or cached.dtype != torch.float64 or not bool(torch.isfinite(cached).all()):
+        return False
+    if recorded != _loss_sha(cached):
+        return False
+    return not verify or _sample_matches(task, data, config, mask_loss, cached)
 
 
-def _first_batch_matches(task: ModelTask, data: LatentSet, config: ScoreConfig, mask_loss: bool, cached: torch.Tensor) -> bool:
-    """Recompute the first batch of base losses and compare it exactly with the cache."""
-    rows = _row_batches(len(data), config.batch_size)[0]
-    fresh, _ = loss_pass(task, [], rows_of(data, range(rows.start, rows.stop)), config, mask_loss, with_base=True, desc="verify cache")
-    assert fresh is not None
-    return bool(torch.equal(fresh, cached[rows]))
+def verify_batches(n_batches: int, k: int = VERIFY_BATCHES) -> list[int]:
+    """Indices of `k` batches spread over `n_batches` (first and last included), the sample a cache check recomputes."""
+    if n_batches <= k:
+        return list(range(n_batches))
+    return sorted({round(i * (n_batches - 1) / (k - 1)) for i in range(k)})
+
+
+def _sample_matches(task: ModelTask, data: LatentSet, config: ScoreConfig, mask_loss: bool, cached: torch.Tensor) -> bool:
+    """Recompute a sample of batches of base losses spread over the set and compare them exactly with the cache."""
+    batches = _row_batches(len(data), config.batch_size)
+    for i in verify_batches(len(batches)):
+        rows = batches[i]
+        fresh, _ = loss_pass(task, [], rows_of(data, range(rows.start, rows.stop)), config, mask_loss, with_base=True, desc="verify cache")
+        assert fresh is not None
+        if not torch.equal(fresh, cached[rows]):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- influence

@@ -42,6 +42,7 @@ COMMAND_MODULES = (
     "songtrace.cli.groundtruth",
     "songtrace.cli.optout",
     "songtrace.cli.report",
+    "songtrace.cli.verify",
     "songtrace.cli.demo",
 )
 

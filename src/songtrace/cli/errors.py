@@ -106,8 +106,16 @@ def run_reporting_errors(build_app: Callable[[], Any], argv: list[str] | None) -
     debug = os.environ.get("SONGTRACE_DEBUG") == "1"
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        set_threads_from_env()
-        rv = build_app()(args=argv, prog_name="songtrace", standalone_mode=False)
+        try:
+            set_threads_from_env()
+            rv = build_app()(args=argv, prog_name="songtrace", standalone_mode=False)
+        except BaseException as e:
+            # a stage this command began and did not finish: a failure marks it failed (the corrected rerun just works),
+            # an interrupt keeps its partial state for the rerun to resume; either way its lock is released
+            from songtrace.artifacts import abandon_open_stages
+
+            abandon_open_stages(failed=isinstance(e, Exception) and not isinstance(e, typer.Abort))
+            raise
     except NoArgsIsHelpError as e:
         e.show()
         return e.exit_code

@@ -89,7 +89,7 @@ def generate(
     out = out or resolve_home(home) / "generations" / f"{Path(model).name}-seed{seed}.wav"
     track = generate_track(
         artifact_dir(home, "model", model), artifact_dir(home, "codec", codec), prompt, seconds, seed,
-        steps=steps or DEFAULT_STEPS, cfg_scale=DEFAULT_CFG_SCALE if cfg is None else cfg, sampler=sampler,
+        steps=DEFAULT_STEPS if steps is None else steps, cfg_scale=DEFAULT_CFG_SCALE if cfg is None else cfg, sampler=sampler,
     )
     record = save_generated(track, out)
     wav_path, latent_path, json_path = query_paths(out)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, print_json
+from songtrace.cli.options import HomeOption, JsonOption, OverwriteOption, console, name_option, print_json
 from songtrace.home import stage_dir
 
 model_app = typer.Typer(help="Real model checkpoints: import a Stable Audio model from diffusers or stable-audio-tools.",
@@ -20,7 +20,10 @@ def import_(
     sat: Annotated[
         Path | None, typer.Option("--sat", help="A stable-audio-tools folder: model_config.json + model.safetensors (or model.ckpt).")
     ] = None,
-    name: Annotated[str, typer.Option("--name", help="Name of the model directory to write (under <home>/models).")] = "imported",
+    name: Annotated[str, name_option("models")] = "imported",
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Load a pickle-capable .ckpt (it can run code: only a file you trust).")
+    ] = False,
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
@@ -37,7 +40,10 @@ def import_(
         raise SongtraceError("give exactly one of --diffusers DIR or --sat DIR")
     (library, source), = sources.items()
     out = stage_dir(home, "models", name)
-    summary = import_model(library, source, out, overwrite=overwrite)
+    from songtrace.artifacts import allow_pickle as allowing_pickle
+
+    with allowing_pickle(allow_pickle):
+        summary = import_model(library, source, out, overwrite=overwrite)
     if json:
         print_json(summary)
         return

@@ -75,7 +75,7 @@ QueryOption = Annotated[
     list[str],
     typer.Option("--query", "-q", help="train:ID, PATH.latent.safetensors, PATH.wav|.flac, or prompt:TEXT@SEED; repeat for several."),
 ]
-TopOption = Annotated[int, typer.Option("--top", help="Rows of the ranking to print (and to put in --json).")]
+TopOption = Annotated[int, typer.Option("--top", min=1, help="Rows of the ranking to print (and to put in --json).")]
 EmbedderOption = Annotated[
     str,
     typer.Option("--embedder", help="auto (songclap if trained, else dsp), dsp, songclap, clap, laion-clap, openl3, "
@@ -98,9 +98,18 @@ UnlearnTimestepsOption = Annotated[int | None, _unlearn_option("--timesteps", "T
 ScoreTimestepsOption = Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring τ.")]
 
 
+def plain_name(value: str | None) -> str | None:
+    """Refuse an artifact name that is not one plain folder name: it must not reach outside `<home>/<stage>/` (`../latents/demo`)."""
+    if value is None:
+        return value
+    if value in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value or value.startswith("."):
+        raise typer.BadParameter(f"{value!r} is not a plain name (no '/', no leading '.'); it names a folder under <home>/<stage>/")
+    return value
+
+
 def name_option(stage: str) -> Any:
-    """`--name` of the artifact a command writes, under `<home>/<stage>/`."""
-    return typer.Option("--name", help=f"Name of the artifact to write (a directory under <home>/{stage}).")
+    """`--name` of the artifact a command writes, under `<home>/<stage>/` (a plain name, checked as the line is parsed)."""
+    return typer.Option("--name", callback=plain_name, help=f"Name of the artifact to write (a directory under <home>/{stage}).")
 
 
 def out_file_option(help: str) -> Any:

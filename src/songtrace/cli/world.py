@@ -38,7 +38,7 @@ def build(
     seed: SeedOption = 0,
     max_seconds: MaxSecondsOption = 12.0,
     sample_rate: RateOption = 16000,
-    workers: Annotated[int, typer.Option("--workers", help="Processes rendering in parallel (the world is the same for any value).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes rendering in parallel (the same world for any value).")] = 1,
     name: NameOption = "demo",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,

@@ -1,11 +1,17 @@
-"""The audio helpers every stage shares: one way to make mono float audio and one way to resample it.
+"""The audio helpers every stage shares: one way to read an audio file, to make mono float audio and to resample it.
 
 Files come as `[S]`, `[S, ch]` (soundfile's layout) or `[ch, S]` (librosa's and torch's); a
 2-D array whose smaller side has at most 8 entries is read as channels on that side. Resampling
-is soxr's high quality mode (deterministic), a no-op when the rates match.
+is soxr's high quality mode (deterministic), a no-op when the rates match. `read_audio` checks a
+file's header before reading it (a WAV whose header promises more samples than the file holds is
+truncated, not short) and reads at most the seconds asked for, so a huge file never fills memory.
 """
 
 from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
 
 import numpy as np
 
@@ -38,3 +44,52 @@ def resample(wave: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     import librosa
 
     return librosa.resample(np.asarray(wave, dtype=np.float32), orig_sr=sr_from, target_sr=sr_to, res_type="soxr_hq").astype(np.float32)
+
+
+def check_wav_header(path: str | Path) -> None:
+    """Refuse a RIFF/WAVE file whose chunks run past its end (truncated) or that has no sample data; other formats pass."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, declared = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                if declared in (0, 0xFFFFFFFF) and head[:4] == b"RF64":
+                    return  # RF64 keeps the real size in its ds64 chunk
+                if pos + 8 + declared > size:
+                    raise SongtraceError(f"{path}: unreadable or corrupt audio (a truncated WAV: its header declares {declared} "
+                                         f"bytes of samples, the file holds {size - pos - 8})")
+                if declared == 0:
+                    raise SongtraceError(f"{path}: audio has no samples (the WAV's data chunk is empty)")
+                return
+            pos += 8 + declared + (declared & 1)
+    raise SongtraceError(f"{path}: unreadable or corrupt audio (a truncated or malformed WAV: no complete 'data' chunk)")
+
+
+def read_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """`(samples [S, channels] float32, sample rate)` of an audio file, at most `max_seconds` of it.
+
+    Refused with a message naming the file: unreadable or malformed, truncated, no samples.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise SongtraceError(f"{path}: audio file not found")
+    check_wav_header(path)
+    try:
+        info = sf.info(str(path))
+        keep = info.frames if max_seconds is None else min(info.frames, math.ceil(max_seconds * info.samplerate) + 1)
+        data, sr = sf.read(str(path), frames=max(int(keep), 0), dtype="float32", always_2d=True)
+    except Exception as e:  # libsndfile raises several types for unreadable files
+        raise SongtraceError(f"{path}: unreadable or corrupt audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if data.shape[0] == 0:
+        raise SongtraceError(f"{path}: audio has no samples")
+    if 0 < keep and data.shape[0] < keep:
+        raise SongtraceError(f"{path}: truncated audio: its header promises {keep} samples, {data.shape[0]} could be read")
+    return data, int(sr)

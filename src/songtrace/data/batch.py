@@ -152,3 +152,52 @@ def batch_tensors(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str,
     if missing:
         raise SongtraceError(f"{source}: missing tensors {missing}")
     return {k: tensors[k].to(dtype) for k, dtype in BATCH_DTYPES.items()}
+
+
+def check_items(
+    tensors: Mapping[str, torch.Tensor],
+    source: str,
+    latent_shape: tuple[int, int] | None = None,
+    text_dim: int | None = None,
+) -> None:
+    """Refuse items that would silently give a wrong result, before any work: the one check of latent caches and queries.
+
+    Shapes `latents [B, C, L]` (L >= 1), `n_frames [B]` with 1 <= n_frames <= L, `text [B, S, D]` with
+    `text_mask [B, S]`, timing `[B]`; no NaN or inf anywhere; `seconds_total` > 0 and `seconds_start` >= 0.
+    `latent_shape` / `text_dim` are the (C, L) and token width the model or the data expect.
+    """
+    missing = sorted(set(BATCH_DTYPES) - set(tensors))
+    if missing:
+        raise SongtraceError(f"{source}: missing tensors {missing}")
+    lat, n_frames, text, mask = tensors["latents"], tensors["n_frames"], tensors["text"], tensors["text_mask"]
+    if lat.dim() != 3 or lat.shape[0] < 1 or lat.shape[1] < 1 or lat.shape[2] < 1:
+        raise SongtraceError(f"{source}: latents must be [items, channels, frames] with at least one frame, got {tuple(lat.shape)}")
+    b, c, length = (int(x) for x in lat.shape)
+    if latent_shape is not None and (c, length) != tuple(latent_shape):
+        raise SongtraceError(f"{source}: latents are {c} channels × {length} frames, the model's are {tuple(latent_shape)}")
+    for name in ("n_frames", "seconds_start", "seconds_total"):
+        if tuple(tensors[name].shape) != (b,):
+            raise SongtraceError(f"{source}: {name} must hold one value per item ({b}), got shape {tuple(tensors[name].shape)}")
+    if n_frames.is_floating_point() and not bool((n_frames == n_frames.round()).all()):
+        raise SongtraceError(f"{source}: n_frames must be whole numbers")
+    low, high = int(n_frames.min()), int(n_frames.max())
+    if low < 1 or high > length:
+        raise SongtraceError(f"{source}: n_frames must be between 1 and the {length} latent frames, got values from {low} to {high}")
+    if text.dim() != 3 or text.shape[0] != b or tuple(mask.shape) != tuple(text.shape[:2]):
+        raise SongtraceError(f"{source}: caption tokens must be text [items, tokens, width] with text_mask [items, tokens], "
+                             f"got {tuple(text.shape)} and {tuple(mask.shape)}")
+    if text_dim is not None and int(text.shape[2]) != int(text_dim):
+        raise SongtraceError(f"{source}: caption tokens are {int(text.shape[2])} wide, the model's are {int(text_dim)}")
+    for name in ("latents", "text", "seconds_start", "seconds_total"):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise SongtraceError(f"{source}: {name} has {int((~torch.isfinite(t)).sum())} NaN/inf entries")
+    if not bool((tensors["seconds_total"] > 0).all()):
+        raise SongtraceError(f"{source}: seconds_total must be > 0, got {float(tensors['seconds_total'].min()):g}")
+    if not bool((tensors["seconds_start"] >= 0).all()):
+        raise SongtraceError(f"{source}: seconds_start must be >= 0, got {float(tensors['seconds_start'].min()):g}")
+
+
+def check_batch(batch: Batch, source: str, latent_shape: tuple[int, int] | None = None, text_dim: int | None = None) -> None:
+    """`check_items` on a `Batch`."""
+    check_items({k: getattr(batch, k) for k in BATCH_DTYPES}, source, latent_shape, text_dim)

@@ -15,7 +15,7 @@ import safetensors
 import torch
 
 from songtrace.artifacts import load_safetensors, save_safetensors
-from songtrace.data.batch import Batch
+from songtrace.data.batch import Batch, check_batch
 from songtrace.errors import SongtraceError
 
 LATENT_SUFFIX = ".latent.safetensors"
@@ -39,11 +39,16 @@ class LatentFile:
         if self.text is None or self.text_mask is None or self.seconds_total is None:
             raise SongtraceError(f"{self.id}{LATENT_SUFFIX}: not a generated-track latent (no caption tokens or seconds_total); "
                                  "attribute it as a query, which fills them in")
-        return Batch.single(item_id or self.id, self.latent, self.n_frames, self.text, self.text_mask, self.seconds_start,
-                            self.seconds_total)
+        batch = Batch.single(item_id or self.id, self.latent, self.n_frames, self.text, self.text_mask, self.seconds_start,
+                             self.seconds_total)
+        check_batch(batch, f"{self.id}{LATENT_SUFFIX}")
+        return batch
 
 
-def _first(t: torch.Tensor) -> float:
+def _first(t: torch.Tensor, key: str = "value", path: Path | None = None) -> float:
+    """The one number a timing or length tensor holds, refusing an empty or longer one (an empty n_frames is not 'no frames')."""
+    if t.numel() != 1:
+        raise SongtraceError(f"{path}: {key} must hold one value, got shape {tuple(t.shape)}")
     return float(t.reshape(-1)[0])
 
 
@@ -62,8 +67,13 @@ def read_latent_file(path: str | Path) -> LatentFile:
     if latent.dim() != 2:
         raise SongtraceError(f"{path}: expected a latent [C, F] (or [1, C, F]), got shape {tuple(latent.shape)}")
     frames = int(latent.shape[1])
+    if frames < 1:
+        raise SongtraceError(f"{path}: the latent has no frames")
     if "n_frames" in t:
-        frames = min(frames, int(_first(t["n_frames"])))
+        n_frames = _first(t["n_frames"], "n_frames", path)
+        if n_frames != int(n_frames) or not 1 <= n_frames <= frames:
+            raise SongtraceError(f"{path}: n_frames must be a whole number between 1 and the latent's {frames} frames, got {n_frames:g}")
+        frames = int(n_frames)
     text = mask = None
     if "text" in t and "text_mask" in t:
         text, mask = t["text"], t["text_mask"]
@@ -81,8 +91,8 @@ def read_latent_file(path: str | Path) -> LatentFile:
         n_frames=frames,
         text=text,
         text_mask=mask,
-        seconds_start=_first(t["seconds_start"]) if "seconds_start" in t else 0.0,
-        seconds_total=_first(t["seconds_total"]) if "seconds_total" in t else None,
+        seconds_start=_first(t["seconds_start"], "seconds_start", path) if "seconds_start" in t else 0.0,
+        seconds_total=_first(t["seconds_total"], "seconds_total", path) if "seconds_total" in t else None,
         metadata=metadata,
     )
 

@@ -16,11 +16,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from songtrace.artifacts import hash_json, hash_tensors, load_safetensors, save_safetensors, write_parquet
-from songtrace.data.batch import Batch, batch_tensors
+from songtrace.artifacts import (
+    CONFIG_FILE,
+    check_intact,
+    hash_json,
+    hash_tensors,
+    load_safetensors,
+    read_parquet,
+    save_safetensors,
+    write_parquet,
+)
+from songtrace.data.batch import Batch, batch_tensors, check_items
 from songtrace.errors import SongtraceError
 
 TENSOR_FILE = "latents.safetensors"
@@ -145,13 +153,23 @@ class LatentSet:
         in_dir = Path(in_dir)
         if not (in_dir / ITEMS_FILE).exists():
             raise SongtraceError(f"{in_dir}: no latent cache here (missing {ITEMS_FILE}); run `songtrace encode` first")
+        if (in_dir / CONFIG_FILE).exists():
+            check_intact(in_dir, remedy="re-encode it with `songtrace encode --overwrite`")
         t = load_safetensors(in_dir / TENSOR_FILE)
-        items = pq.read_table(in_dir / ITEMS_FILE).to_pydict()
+        items = read_parquet(in_dir / ITEMS_FILE)
+        for col in ("id", "artist", "split"):
+            if col not in items:
+                raise SongtraceError(f"{in_dir / ITEMS_FILE}: no {col!r} column; re-encode with `songtrace encode --overwrite`")
+        tensors = batch_tensors(t, str(in_dir / TENSOR_FILE))
+        if len(items) != tensors["latents"].shape[0]:
+            raise SongtraceError(f"{in_dir}: {ITEMS_FILE} lists {len(items)} items, {TENSOR_FILE} holds {tensors['latents'].shape[0]}; "
+                                 "re-encode with `songtrace encode --overwrite`")
+        check_items(tensors, str(in_dir / TENSOR_FILE))
         return cls(
             ids=[str(i) for i in items["id"]],
             artists=[str(a) for a in items["artist"]],
             splits=[str(s) for s in items["split"]],
-            **batch_tensors(t, str(in_dir / TENSOR_FILE)),
+            **tensors,
             text_encoder=tensor_metadata(in_dir / TENSOR_FILE).get("text_encoder", DEMO_TEXT_ENCODER),
         )
 

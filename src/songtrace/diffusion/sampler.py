@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from songtrace.artifacts import check_choice
+from songtrace.artifacts import check_choice, check_finite, check_range
 from songtrace.data.batch import Conditioning
 from songtrace.diffusion.loss import Predict
 from songtrace.diffusion.schedule import alpha_sigma
@@ -111,4 +111,6 @@ def sample(
     `predict` is `ModelTask.predictor(params)` (or any function with its signature).
     """
     check_choice("sampler", method, SAMPLERS)
+    check_range("sampler steps", steps, 1)
+    check_finite("cfg_scale", cfg_scale)
     return SAMPLERS[method](lambda x, t: guided_v(predict, x, t, cond, cfg_scale, frame_mask), noise, timesteps(steps))

@@ -124,6 +124,9 @@ class LaionClapEmbedder(Embedder):
         if not checkpoint.exists():
             raise SongtraceError(f"{checkpoint}: LAION-CLAP checkpoint not found; download one (e.g. "
                                  "music_audioset_epoch_15_esc_90.14.pt) on a machine with internet and copy it here")
+        from songtrace.artifacts import refuse_pickle
+
+        refuse_pickle(checkpoint, "a LAION-CLAP checkpoint (torch pickle)")
         try:
             import laion_clap
         except ImportError:

@@ -22,6 +22,7 @@ from songtrace.artifacts import (
     hash_tensors,
     load_safetensors,
     read_json,
+    read_parquet,
     write_parquet,
 )
 from songtrace.data.windows import WINDOW_RULE, l2_normalise
@@ -88,11 +89,9 @@ def embed_world(world_dir: str | Path, embedder: Embedder, out_dir: str | Path, 
 
 def load_world_embeddings(path: str | Path) -> tuple[Any, np.ndarray, np.ndarray]:
     """(table of id/artist/split/n_windows/embedding, windows `[sum W, D]`, offsets `[N + 1]`) of `embed_world`."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if not (path / EMBEDDINGS_FILE).exists():
         raise SongtraceError(f"{path}: no {EMBEDDINGS_FILE}; run `songtrace embedder embed` first")
-    table = pq.read_table(path / EMBEDDINGS_FILE).to_pandas()
+    table = read_parquet(path / EMBEDDINGS_FILE)
     tensors = load_safetensors(path / WINDOWS_FILE)
     return table, tensors["windows"].numpy(), tensors["offsets"].numpy()

@@ -18,13 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from songtrace.artifacts import atomic_path, write_json
+from songtrace.artifacts import atomic_path, check_positive, check_range, write_json
 from songtrace.data.batch import Batch, Conditioning
 from songtrace.data.latent_file import LATENT_SUFFIX, write_latent_file
 from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, sample
 from songtrace.errors import SongtraceError
 from songtrace.model.registry import load_task
 from songtrace.model.task import ModelTask, as_task, eval_mode
+
+MAX_SAMPLER_STEPS = 10_000
+MAX_CFG_SCALE = 100.0
 
 
 @dataclasses.dataclass
@@ -77,8 +80,13 @@ def generate(
     channels, length = task.latent_shape
     if codec.latent_channels != channels:
         raise SongtraceError(f"model {model_dir} works on {channels}-channel latents, codec {codec_dir} makes {codec.latent_channels}")
-    if seconds <= 0:
-        raise SongtraceError(f"seconds must be > 0, got {seconds}")
+    check_positive("seconds", seconds)
+    check_range("sampler steps", steps, 1, MAX_SAMPLER_STEPS)
+    if steps != int(steps):
+        raise SongtraceError(f"sampler steps must be a whole number, got {steps}")
+    check_range("cfg_scale", cfg_scale, 0, MAX_CFG_SCALE)
+    if not prompt or not prompt.strip():
+        raise SongtraceError("the prompt is empty; give the text to generate from")
     n_samples = round(seconds * codec.sample_rate)
     n_frames = codec.frames_for(n_samples)
     if n_frames > length:

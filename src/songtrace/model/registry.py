@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from songtrace.artifacts import CONFIG_FILE, load_safetensors, read_json
+from songtrace.artifacts import CONFIG_FILE, check_finite_tensors, check_intact, load_safetensors, read_json
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import DiT, DiTConfig
 from songtrace.model.task import ModelTask, task_for
@@ -98,7 +98,9 @@ def load_model(model_dir: str | Path) -> nn.Module:
         raise SongtraceError(f"{cfg_path}: {e}") from None
     except (KeyError, TypeError) as e:
         raise SongtraceError(f"{cfg_path}: malformed model config ({e})") from None
+    check_intact(model_dir, remedy="recompute it with --overwrite (`songtrace train`, `songtrace model import`, ...)")
     weights = load_safetensors(model_dir / MODEL_FILE)
+    check_finite_tensors(weights, str(model_dir / MODEL_FILE))
     own = dict(model.state_dict())  # parameters and buffers; every parameter must be in the file, buffers may be
     missing = sorted({n for n, _ in model.named_parameters()} - set(weights))
     unexpected = sorted(set(weights) - set(own))

@@ -40,7 +40,9 @@ from songtrace.artifacts import (
     check_positive,
     finish_stage,
     hash_json,
+    hash_table,
     read_json,
+    read_parquet,
     write_json,
     write_parquet,
 )
@@ -445,7 +447,7 @@ def run_self_influence(
     })
     if best_config_path is not None:
         save_best_config(None, best_record, path=best_config_path)
-    record = finish_stage(out_dir, config, data.inputs, content_hash=hash_json(grid.drop(columns=["eval_seconds"]).to_json()), extra={
+    record = finish_stage(out_dir, config, data.inputs, content_hash=hash_table(grid.drop(columns=["eval_seconds"])), extra={
         "best": best_record, "wall_seconds": round(time.perf_counter() - started, 1), "n_cells": len(grid),
         "cpu_seconds": round(time.process_time() - cpu_started, 1), "torch_threads": torch.get_num_threads(),
         "stage_seconds": {s: round(v, 1) for s, v in search.stage_seconds.items()}, "target_ids": search.target_ids, "k": search.k,
@@ -491,10 +493,8 @@ def _write_outputs(out_dir: Path, grid: pd.DataFrame, stage_a: pd.DataFrame, fin
 
 def load_self_influence(out_dir: str | Path) -> SelfInfluenceResult:
     """Read a finished search back."""
-    import pyarrow.parquet as pq
-
     out_dir = Path(out_dir)
     record = read_json(out_dir / "config.json")
     if not record.get("complete"):
         raise SongtraceError(f"{out_dir}: the self-influence search did not finish; run it again to resume")
-    return SelfInfluenceResult(out_dir, pq.read_table(out_dir / GRID_FILE).to_pandas(), record["best"], record)
+    return SelfInfluenceResult(out_dir, read_parquet(out_dir / GRID_FILE), record["best"], record)

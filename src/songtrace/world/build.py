@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from songtrace.artifacts import begin_stage, finish_stage, read_json, sha256_file, write_json
+from songtrace.artifacts import begin_stage, check_positive, finish_stage, read_json, sha256_file, write_json
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress_bar
 from songtrace.world.artists import artist_by_name
@@ -94,6 +94,7 @@ def build_world(config: WorldConfig, out_dir: str | Path, overwrite: bool = Fals
 
     `workers` > 1 renders tracks in parallel processes; the result is identical for any value.
     """
+    check_positive("workers", workers)
     out_dir = Path(out_dir)
     inputs = world_inputs()
     if begin_stage(out_dir, config, inputs, overwrite):

@@ -6,20 +6,24 @@ versions of one piece; the first row of a group is the original). Audio in any f
 reads, any sample rate, mono or stereo, is mixed to mono, resampled and cropped to `max_seconds`.
 
 Problems are errors naming the file or CSV line: a row whose file does not exist, an audio file no
-row names (unless `unlisted="skip"`), unreadable or empty audio, an empty folder, missing columns.
+row names (unless `unlisted="skip"`), unreadable, truncated, empty or too short audio, an empty
+folder, missing columns.
+
+The folder is untrusted input and the import never reads outside it: a CSV row with an absolute
+path, a `..` part or a NUL is refused, every path is resolved (symlinks followed) and must stay
+inside the folder, and the CSV's size is checked before it is read whole.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from songtrace.artifacts import begin_stage, finish_stage, hash_json, sha256_file
-from songtrace.data.audio import resample, to_mono
+from songtrace.artifacts import begin_stage, check_file_size, finish_stage, hash_json, sha256_file
+from songtrace.data.audio import read_audio, resample, to_mono
 from songtrace.errors import SongtraceError
 from songtrace.progress import progress
 from songtrace.world.config import ImportConfig
@@ -30,14 +34,38 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".
 REQUIRED_COLUMNS = ("file", "caption", "artist")
 OPTIONAL_COLUMNS = ("title", "genre", "instruments", "bpm", "key", "meter", "version_group")
 MAX_LISTED_PROBLEMS = 20
+MAX_CAPTIONS_BYTES = 256 * 2**20  # a captions CSV is read whole: a larger one is refused before it fills memory
+MIN_SECONDS = 0.1  # shorter audio is less than a latent frame of the demo codec (10 frames/s)
 
 
 def find_audio(audio_dir: Path) -> list[str]:
     """Audio files under a folder (recursively, by extension), as sorted relative POSIX paths."""
     if not audio_dir.is_dir():
         raise SongtraceError(f"{audio_dir}: audio folder not found")
-    files = [p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")]
+    files = [p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
+    outside = [p.relative_to(audio_dir).as_posix() for p in files if not inside(p, audio_dir)]
+    if outside:
+        raise SongtraceError(_problems(f"{audio_dir}: {len(outside)} audio file(s) are symlinks that leave the folder", outside))
     return sorted(p.relative_to(audio_dir).as_posix() for p in files)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, symlinks resolved, lies inside `folder` (resolved)."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def path_problem(file: str, audio_dir: Path) -> str | None:
+    """Why a CSV `file` entry may not be read (absolute, `..`, NUL, or a symlink leaving the folder), or None."""
+    if "\0" in file:
+        return "contains a NUL character"
+    rel = Path(file)
+    if rel.is_absolute() or file.startswith(("/", "\\")) or (file[:1].isalpha() and file[1:3] in (":/", ":\\")):
+        return "is an absolute path; give paths relative to the folder"
+    if ".." in rel.parts or ".." in Path(file.replace("\\", "/")).parts:
+        return "has a '..' part; give paths inside the folder"
+    if (audio_dir / rel).exists() and not inside(audio_dir / rel, audio_dir):
+        return "is a symlink that leaves the folder"
+    return None
 
 
 def _problems(kind: str, items: list[str]) -> str:
@@ -51,6 +79,7 @@ def read_captions(csv_path: Path, audio_dir: Path) -> pd.DataFrame:
     """Read and check the captions CSV: required columns, non-empty fields, unique files that exist in the folder."""
     if not csv_path.is_file():
         raise SongtraceError(f"{csv_path}: captions CSV not found")
+    check_file_size(csv_path, MAX_CAPTIONS_BYTES, "captions CSV")
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except Exception as e:  # pandas raises several types for malformed CSV
@@ -76,7 +105,10 @@ def read_captions(csv_path: Path, audio_dir: Path) -> pd.DataFrame:
         if row.file in seen:
             problems.append(f"{where}: file {row.file!r} already listed on line {seen[row.file]}")
         seen.setdefault(row.file, line)
-        if not (audio_dir / row.file).is_file():
+        bad_path = path_problem(row.file, audio_dir)
+        if bad_path:
+            problems.append(f"{where}: file {row.file!r} {bad_path}")
+        elif not (audio_dir / row.file).is_file():
             problems.append(f"{where}: file {row.file!r} not found in {audio_dir}")
         if "bpm" in df.columns and row.bpm:
             try:
@@ -92,23 +124,19 @@ def load_audio(path: Path, sample_rate: int, max_seconds: float) -> tuple[np.nda
     """Read any-rate mono/stereo audio as float32 mono at `sample_rate`, cropped to `max_seconds`; plus facts about the original."""
     import soundfile as sf
 
-    try:
-        info = sf.info(str(path))
-        keep = math.ceil(max_seconds * info.samplerate) + 1
-        data, sr = sf.read(str(path), frames=keep, dtype="float32", always_2d=True)
-    except Exception as e:  # libsndfile errors come as several types
-        raise SongtraceError(f"{path}: unreadable or corrupt audio ({e})") from None
-    if data.shape[0] == 0:
-        raise SongtraceError(f"{path}: audio has no samples")
+    data, sr = read_audio(path, max_seconds=max_seconds)
+    frames = sf.info(str(path)).frames
     if not np.isfinite(data).all():
         raise SongtraceError(f"{path}: audio contains NaN or infinite samples")
+    if frames / sr < MIN_SECONDS:
+        raise SongtraceError(f"{path}: {frames / sr:.4f} s of audio is shorter than {MIN_SECONDS} s (about one latent frame)")
     mono = resample(to_mono(data, str(path)), int(sr), sample_rate)
     n = min(len(mono), round(max_seconds * sample_rate))
     facts = {
         "original_sample_rate": int(sr),
         "original_channels": int(data.shape[1]),
-        "original_duration": float(info.frames / info.samplerate),
-        "cropped": bool(info.frames / info.samplerate > max_seconds + 1e-9),
+        "original_duration": float(frames / sr),
+        "cropped": bool(frames / sr > max_seconds + 1e-9),
     }
     return np.clip(mono[:n], -1.0, 1.0).astype(np.float32), facts
 

@@ -12,9 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from songtrace.artifacts import CONFIG_FILE, StageConfig, atomic_path, hash_json, read_json, sha256_file, write_parquet
+from songtrace.artifacts import (
+    CONFIG_FILE,
+    StageConfig,
+    atomic_path,
+    check_intact,
+    hash_json,
+    read_json,
+    read_parquet,
+    sha256_file,
+    write_parquet,
+)
 from songtrace.errors import SongtraceError
 from songtrace.world.config import ImportConfig, WorldConfig
 
@@ -89,10 +98,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     """Read a manifest, checking its columns, with an error naming the file."""
     if not path.exists():
         raise SongtraceError(f"{path}: not found; is this a world directory?")
-    try:
-        df = pq.read_table(path).to_pandas()
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise SongtraceError(f"{path}: not a readable Parquet file ({e})") from None
+    df = read_parquet(path)
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise SongtraceError(f"{path}: manifest lacks columns {missing}")
@@ -210,6 +216,7 @@ def load_world(path: str | Path) -> World:
         raise SongtraceError(f"{path}: holds a {stage!r} artifact, not a world ({', '.join(WORLD_STAGES)})")
     if not record.get("complete"):
         raise SongtraceError(f"{path}: the world was not finished; run the build or import again to resume")
+    check_intact(path, remedy="rebuild or re-import it with --overwrite")
     config = WORLD_STAGES[stage].from_dict(record["config"])
     manifest = read_manifest(path / MANIFEST_FILE)
     return World(dir=path, config=config, manifest=manifest, content_hash=str(record.get("content_hash", "")))
