@@ -88,10 +88,17 @@ def _tensors(path: Path) -> dict[str, Any]:
     return dict(load_file(str(path)))
 
 
-def _save(path: Path, tensors: dict[str, Any]) -> None:
+def _save(path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
 
 
 def poison(path: Path, where: str = "middle") -> None:
@@ -101,7 +108,7 @@ def poison(path: Path, where: str = "middle") -> None:
     flat = t[name].flatten().clone()
     flat[{"middle": flat.numel() // 2, "first": 0, "last": -1}[where]] = float("nan")
     t[name] = flat.reshape(t[name].shape)
-    _save(path, t)
+    _save(path, t, _metadata(path))  # the header kept: the same size, so only a content check can see the NaN
 
 
 def latent_variant(env: Env, out: Path, **changes: Any) -> None:
@@ -549,7 +556,7 @@ def _set_n_frames(path: Path, value: int) -> None:
     t = _tensors(path)
     t["n_frames"] = t["n_frames"].clone()
     t["n_frames"][3] = value
-    _save(path, t)
+    _save(path, t, _metadata(path))
 
 
 def _drop_item_row(path: Path) -> None:

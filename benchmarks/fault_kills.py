@@ -2,7 +2,8 @@
 
 Each stage runs as a subprocess on a copy of the quick demo home, sized to take several seconds.
 An uninterrupted run gives the reference. Then the same command is started and killed (SIGKILL)
-at a random moment, again and again, and finally rerun to the end: the rerun must finish, every file
+at a random moment once it is at work (0-3 s after its first partial state reached the disk), again
+and again, and finally rerun to the end: the rerun must finish, every file
 left behind by a kill must be readable or absent (no torn file), and the result must equal the
 reference bit for bit (the tensors or scores, and the content hash the artifact records).
 """
@@ -64,9 +65,14 @@ def _run(cmd: list[str]) -> tuple[int, float, str]:
     return p.returncode, time.perf_counter() - start, p.stderr[-500:]
 
 
-def _kill_after(cmd: list[str], delay: float) -> bool:
-    """Start `cmd` and SIGKILL it after `delay` s; True when it was still running (the kill landed)."""
+def _kill_during(cmd: list[str], started: Any, delay: float, limit: float = 900.0) -> bool:
+    """Start `cmd`, wait until `started()` says it is at work (its first partial state is on disk), then SIGKILL it `delay` s
+    later; True when it was still running then (the kill landed mid-work). A fixed delay from the start would miss on a
+    loaded machine, where start-up alone varies by tens of seconds."""
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.perf_counter()
+    while p.poll() is None and not started() and time.perf_counter() - t0 < limit:
+        time.sleep(0.05)
     try:
         p.wait(timeout=delay)
         return False
@@ -74,6 +80,18 @@ def _kill_after(cmd: list[str], delay: float) -> bool:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         return True
+
+
+def _at_work(stage: str, out_dir: Path, attempt: int) -> bool:
+    """Whether a run of `stage` has started its work (attempt k waits for a little more progress than attempt k - 1)."""
+    if stage == "fisher":
+        return (out_dir / "partial").exists()
+    if stage == "training":
+        return (out_dir / "state").exists()
+    if stage == "grid":
+        targets = out_dir / "targets.jsonl"
+        return targets.exists() and targets.read_bytes().count(b"\n") >= 1 + 2 * attempt
+    return (out_dir / ".pending.json").exists()  # scoring: the stage has begun
 
 
 def _torn(out_dir: Path) -> list[str]:
@@ -131,14 +149,15 @@ def run_kills(base_home: Path, work: Path, kills: int = 3, seed: int = 0) -> dic
         home, wdir = _copy_home(base_home, work / f"{name}-killed")
         spec = stages(home, wdir)[name]
         moments, landed, torn = [], 0, []
-        for _ in range(kills):
-            delay = rng.uniform(0.25, 0.95) * ref_seconds
+        for i in range(kills):
+            delay = rng.uniform(0.0, 3.0)
             moments.append(round(delay, 2))
-            landed += _kill_after(spec["cmd"], delay)
+            landed += _kill_during(spec["cmd"], lambda i=i, name=name, d=spec["dir"]: _at_work(name, d, i), delay)
             torn += _torn(spec["dir"])
         rc, seconds, err = _run(spec["cmd"])
-        entry: dict[str, Any] = {"reference_seconds": round(ref_seconds, 1), "kill_moments_s": moments, "kills_landed": landed,
-                                 "torn_files": sorted(set(torn)), "rerun_rc": rc, "rerun_seconds": round(seconds, 1)}
+        entry: dict[str, Any] = {"reference_seconds": round(ref_seconds, 1), "kill_delays_after_work_began_s": moments,
+                                 "kills_landed": landed, "torn_files": sorted(set(torn)), "rerun_rc": rc,
+                                 "rerun_seconds": round(seconds, 1)}
         if rc != 0:
             entry["rerun_error"] = err
         else:

@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--label", default="after", help="what code this measures (before / after), stored in the JSON")
     parser.add_argument("--out", default=str(RESULTS / "faults.json"), help="JSON to write")
+    parser.add_argument("--kills-from", default=None, help="take the kill -9 part from this earlier faults JSON instead of rerunning it")
     args = parser.parse_args()
     import songtrace
 
@@ -205,7 +206,10 @@ def main() -> None:
         print(f"[{i}/{len(chosen)}] {rec['outcome']:>15}{' LOST' if rec.get('lost') else ''}  {case.name}: "
               f"{(rec.get('problem') or rec.get('message') or rec.get('detail') or '')[:150]}", flush=True)
     sweep_seconds = time.perf_counter() - started
-    kills = None if args.no_kills else run_kills(base_home, work / "kills", args.kills, args.seed)
+    if args.kills_from:
+        kills = json.loads(Path(args.kills_from).read_text())["kills"]
+    else:
+        kills = None if args.no_kills else run_kills(base_home, work / "kills", args.kills, args.seed)
     result = {
         "benchmark": "faults",
         "label": args.label,

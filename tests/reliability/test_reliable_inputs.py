@@ -58,8 +58,8 @@ def _nan_at(shape, i=0):
 BAD_LATENTS = {
     "NaN/inf": {"latents": _nan_at((1, C, 10), 7)},
     "inf": {"latents": torch.full((1, C, 10), math.inf)},
-    "n_frames must be a whole number between 1": {"n_frames": torch.tensor([-5])},
-    "between 1 and": {"n_frames": torch.tensor([0])},
+    "n_frames must be a whole number >= 1, got -5": {"n_frames": torch.tensor([-5])},
+    "n_frames must be a whole number >= 1, got 0": {"n_frames": torch.tensor([0])},
     "n_frames must hold one value": {"n_frames": torch.zeros(0, dtype=torch.long)},
     "no frames": {"latents": torch.zeros(1, C, 0), "n_frames": None},
     "channels": {"latents": torch.randn(1, C + 1, 10)},

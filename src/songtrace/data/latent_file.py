@@ -9,6 +9,7 @@ or `latent [C, F]`); what they lack is None and the caller supplies it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import safetensors
@@ -71,9 +72,9 @@ def read_latent_file(path: str | Path) -> LatentFile:
         raise SongtraceError(f"{path}: the latent has no frames")
     if "n_frames" in t:
         n_frames = _first(t["n_frames"], "n_frames", path)
-        if n_frames != int(n_frames) or not 1 <= n_frames <= frames:
-            raise SongtraceError(f"{path}: n_frames must be a whole number between 1 and the latent's {frames} frames, got {n_frames:g}")
-        frames = int(n_frames)
+        if not math.isfinite(n_frames) or n_frames != int(n_frames) or n_frames < 1:
+            raise SongtraceError(f"{path}: n_frames must be a whole number >= 1, got {n_frames:g}")
+        frames = min(frames, int(n_frames))  # never more real frames than stored
     text = mask = None
     if "text" in t and "text_mask" in t:
         text, mask = t["text"], t["text_mask"]
