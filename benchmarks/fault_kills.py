@@ -2,8 +2,8 @@
 
 Each stage runs as a subprocess on a copy of the quick demo home, sized to take several seconds.
 An uninterrupted run gives the reference. Then the same command is started and killed (SIGKILL)
-at a random moment once it is at work (0-3 s after its first partial state reached the disk), again
-and again, and finally rerun to the end: the rerun must finish, every file
+at a random moment once it is at work (0-3 s after it first wrote to its artifact: its pending
+record, a checkpoint, a grid row), again and again, and finally rerun to the end: the rerun must finish, every file
 left behind by a kill must be readable or absent (no torn file), and the result must equal the
 reference bit for bit (the tensors or scores, and the content hash the artifact records).
 """
@@ -34,7 +34,7 @@ def stages(home: Path, work: Path) -> dict[str, dict[str, Any]]:
     cli = [sys.executable, "-m", "songtrace.cli"]
     h = ["--home", str(home)]
     return {
-        "fisher": {"cmd": [*cli, "fisher", "--name", "k", "--timesteps", "24", "--batch-size", "2", "--checkpoint-every", "1", *h],
+        "fisher": {"cmd": [*cli, "fisher", "--name", "k", "--timesteps", "96", "--batch-size", "2", "--checkpoint-every", "1", *h],
                    "dir": home / "fisher" / "k", "tensors": ["fisher.safetensors"]},
         "scoring": {"cmd": [*cli, "attribute", "-q", "train:t0000", "-q", "train:t0001", "--out", str(work / "run"), "--timesteps", "16",
                             "--lr", "1e-6", "--steps", "2", "--score-timesteps", "96", "--batch-size", "2", "--no-cache", *h],
@@ -65,13 +65,21 @@ def _run(cmd: list[str]) -> tuple[int, float, str]:
     return p.returncode, time.perf_counter() - start, p.stderr[-500:]
 
 
-def _kill_during(cmd: list[str], started: Any, delay: float, limit: float = 900.0) -> bool:
-    """Start `cmd`, wait until `started()` says it is at work (its first partial state is on disk), then SIGKILL it `delay` s
-    later; True when it was still running then (the kill landed mid-work). A fixed delay from the start would miss on a
-    loaded machine, where start-up alone varies by tens of seconds."""
+def _snapshot(out_dir: Path) -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file under `out_dir` but the lock: a change means the stage wrote its state."""
+    if not out_dir.exists():
+        return {}
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in out_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def _kill_during(cmd: list[str], out_dir: Path, delay: float, limit: float = 900.0) -> bool:
+    """Start `cmd`, wait until it is at work (it wrote or changed a file of its artifact: its pending record, a checkpoint of
+    partial sums, a grid row), then SIGKILL it `delay` s later; True when it was still running then (the kill landed
+    mid-work). A fixed delay from the start would miss on a loaded machine, where start-up alone varies by tens of seconds."""
+    before = _snapshot(out_dir)
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.perf_counter()
-    while p.poll() is None and not started() and time.perf_counter() - t0 < limit:
+    while p.poll() is None and _snapshot(out_dir) == before and time.perf_counter() - t0 < limit:
         time.sleep(0.05)
     try:
         p.wait(timeout=delay)
@@ -80,18 +88,6 @@ def _kill_during(cmd: list[str], started: Any, delay: float, limit: float = 900.
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         return True
-
-
-def _at_work(stage: str, out_dir: Path, attempt: int) -> bool:
-    """Whether a run of `stage` has started its work (attempt k waits for a little more progress than attempt k - 1)."""
-    if stage == "fisher":
-        return (out_dir / "partial").exists()
-    if stage == "training":
-        return (out_dir / "state").exists()
-    if stage == "grid":
-        targets = out_dir / "targets.jsonl"
-        return targets.exists() and targets.read_bytes().count(b"\n") >= 1 + 2 * attempt
-    return (out_dir / ".pending.json").exists()  # scoring: the stage has begun
 
 
 def _torn(out_dir: Path) -> list[str]:
@@ -149,10 +145,10 @@ def run_kills(base_home: Path, work: Path, kills: int = 3, seed: int = 0) -> dic
         home, wdir = _copy_home(base_home, work / f"{name}-killed")
         spec = stages(home, wdir)[name]
         moments, landed, torn = [], 0, []
-        for i in range(kills):
+        for _ in range(kills):
             delay = rng.uniform(0.0, 3.0)
             moments.append(round(delay, 2))
-            landed += _kill_during(spec["cmd"], lambda i=i, name=name, d=spec["dir"]: _at_work(name, d, i), delay)
+            landed += _kill_during(spec["cmd"], spec["dir"], delay)
             torn += _torn(spec["dir"])
         rc, seconds, err = _run(spec["cmd"])
         entry: dict[str, Any] = {"reference_seconds": round(ref_seconds, 1), "kill_delays_after_work_began_s": moments,
