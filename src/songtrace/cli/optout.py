@@ -221,7 +221,7 @@ def _print_eval(result: dict[str, Any]) -> None:
             continue
         cells = ["—" if v is None else f"{v:.4g}" for v in values]
         if "retrained" in models:
-            gap = result["gaps"].get(path)
+            gap = result["gaps"].get("unlearned", {}).get(path)
             cells.append("—" if gap is None else f"{gap:+.4g}")
         table.add_row(label, *cells, better)
     console.print(table)

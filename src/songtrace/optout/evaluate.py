@@ -134,30 +134,44 @@ def forgotten_artists(train: LatentSet, forget_ids: list[str]) -> list[str]:
     return out
 
 
-def load_inputs(unlearned_dir: Path, original_dir: Path, latents_dir: Path, retrained_dir: Path | None) -> EvalInputs:
-    """Load the models and data, refusing an original that is not the unlearned model's, or a retrain of another set."""
-    record = model_record(unlearned_dir)
-    if record.get("stage") != OptoutConfig.__name__:
-        raise SongtraceError(f"{unlearned_dir}: holds a {record.get('stage')!r}, not an opt-out checkpoint (made by `songtrace optout`)")
-    models = {"original": load_task(original_dir), "unlearned": load_task(unlearned_dir)}
+def load_inputs(unlearned: Path | Mapping[str, Path], original_dir: Path, latents_dir: Path, retrained_dir: Path | None) -> EvalInputs:
+    """Load the models and data, refusing an original that is not the unlearned model's, or a retrain of another set.
+
+    `unlearned` is one checkpoint (named "unlearned") or several by name, all forgetting the same set
+    (a benchmark scores every method on the same prompts, plans and seeds in one pass).
+    """
+    dirs = {"unlearned": Path(unlearned)} if isinstance(unlearned, str | Path) else {k: Path(v) for k, v in unlearned.items()}
+    if not dirs or {"original", "retrained"} & set(dirs):
+        raise SongtraceError("name the unlearned checkpoints other than 'original' and 'retrained'")
+    models = {"original": load_task(original_dir)}
     original_id = models["original"].identity()
-    if original_id not in (record.get("original_model", {}).get("identity"), record.get("parent_model", {}).get("identity")):
-        raise SongtraceError(f"--original {original_dir} is not the model {unlearned_dir} was unlearned from "
-                             f"(its original {str(record.get('original_model', {}).get('identity'))[:12]}, this {original_id[:12]})")
     latents = LatentSet.load(latents_dir)
-    for name, d in (("original", original_dir), ("unlearned", unlearned_dir)):
-        check_latents_fit(models[name], latents, latents_dir)
-        check_model_data(model_record(d), d, latents, latents_dir)
+    records = {}
+    for name, d in dirs.items():
+        record = model_record(d)
+        if record.get("stage") != OptoutConfig.__name__:
+            raise SongtraceError(f"{d}: holds a {record.get('stage')!r}, not an opt-out checkpoint (made by `songtrace optout`)")
+        if original_id not in (record.get("original_model", {}).get("identity"), record.get("parent_model", {}).get("identity")):
+            raise SongtraceError(f"--original {original_dir} is not the model {d} was unlearned from "
+                                 f"(its original {str(record.get('original_model', {}).get('identity'))[:12]}, this {original_id[:12]})")
+        records[name] = record
+        models[name] = load_task(d)
+    record = next(iter(records.values()))
     forgotten = sorted(record.get("forgotten_ids", record["forget_ids"]))
+    for name, r in records.items():
+        if forget_hash(r.get("forgotten_ids", r["forget_ids"])) != forget_hash(forgotten):
+            raise SongtraceError(f"{dirs[name]} forgot other tracks than {next(iter(dirs.values()))}; evaluate them separately")
     if retrained_dir is not None:
         r = model_record(retrained_dir)
         excluded = sorted(r.get("forgotten_ids", r.get("excluded_ids", [])))
         if forget_hash(excluded) != forget_hash(forgotten):
             raise SongtraceError(f"--retrained {retrained_dir} was trained without {len(excluded)} items, not without the "
-                                 f"{len(forgotten)} items {unlearned_dir} forgot; retrain with `songtrace optout --method retrain`")
+                                 f"{len(forgotten)} items the opt-out forgot; retrain with `songtrace optout --method retrain`")
         models["retrained"] = load_task(retrained_dir)
-        check_latents_fit(models["retrained"], latents, latents_dir)
-        check_model_data(r, retrained_dir, latents, latents_dir)
+        dirs["retrained"] = Path(retrained_dir)
+    for name, d in {"original": original_dir, **dirs}.items():
+        check_latents_fit(models[name], latents, latents_dir)
+        check_model_data(model_record(d), d, latents, latents_dir)
     forget_ids = list(record["forget_ids"])
     return EvalInputs(models, record, latents, forget_ids, forgotten, forgotten_artists(latents.subset("train"), forget_ids))
 
@@ -211,13 +225,19 @@ def _scalars(figures: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def gaps_to_retrain(per_model: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """unlearned − retrained for every scalar figure both have (0 = the opt-out matches retraining there)."""
+def gaps_to_retrain(per_model: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """For every unlearned model: its figure − the retrained model's, for each scalar both have (0 = as retraining)."""
     if "retrained" not in per_model:
         return {}
-    u, r = _scalars(per_model["unlearned"]), _scalars(per_model["retrained"])
-    skip = ("n_", "chance", "n_members", "n_nonmembers")
-    return {k: u[k] - r[k] for k in sorted(set(u) & set(r)) if not any(part.startswith(skip) for part in k.split("."))}
+    r = _scalars(per_model["retrained"])
+    skip = ("n_", "chance")
+    out = {}
+    for name, figs in per_model.items():
+        if name in ("original", "retrained"):
+            continue
+        u = _scalars(figs)
+        out[name] = {k: u[k] - r[k] for k in sorted(set(u) & set(r)) if not any(part.startswith(skip) for part in k.split("."))}
+    return out
 
 
 @dataclasses.dataclass
@@ -371,14 +391,14 @@ def evaluate(
 
 
 def figures_table(result: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per (model, figure) scalar, plus the gaps as model "gap_to_retrain"."""
+    """One row per (model, figure) scalar, plus each unlearned model's gaps as model "gap_to_retrain:<name>"."""
     rows = [{"model": m, "figure": k, "value": v} for m, figs in result["figures"].items() for k, v in _scalars(figs).items()]
-    rows += [{"model": "gap_to_retrain", "figure": k, "value": v} for k, v in result["gaps"].items()]
+    rows += [{"model": f"gap_to_retrain:{m}", "figure": k, "value": v} for m, gaps in result["gaps"].items() for k, v in gaps.items()]
     return pd.DataFrame(rows, columns=["model", "figure", "value"])
 
 
 def evaluate_optout(
-    unlearned_dir: str | Path,
+    unlearned_dir: str | Path | Mapping[str, str | Path],
     original_dir: str | Path,
     latents_dir: str | Path,
     codec_dir: str | Path,
@@ -390,7 +410,8 @@ def evaluate_optout(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate an opt-out checkpoint from artifact directories; with `out_dir`, write eval.json, figures.parquet, config.json.
+    """Evaluate an opt-out checkpoint (or several of the same forget set, by name) from artifact directories;
+    with `out_dir`, write eval.json, figures.parquet and config.json.
 
     `embedder` is an `Embedder` or a name / path for `embedders.registry.resolve_embedder` ("auto": songclap when trained).
     """
@@ -400,8 +421,9 @@ def evaluate_optout(
 
     config = config or OptoutEvalConfig()
     embedder = resolve_embedder(embedder, home)
-    unlearned_dir, original_dir, latents_dir = Path(unlearned_dir), Path(original_dir), Path(latents_dir)
-    inputs = load_inputs(unlearned_dir, original_dir, latents_dir, Path(retrained_dir) if retrained_dir else None)
+    original_dir, latents_dir = Path(original_dir), Path(latents_dir)
+    unlearned = Path(unlearned_dir) if isinstance(unlearned_dir, str | Path) else {k: Path(v) for k, v in unlearned_dir.items()}
+    inputs = load_inputs(unlearned, original_dir, latents_dir, Path(retrained_dir) if retrained_dir else None)
     latents_record = read_json(latents_dir / CONFIG_FILE)
     codec_hash = artifact_hash(codec_dir)
     if latents_record.get("inputs", {}).get("codec") not in (None, codec_hash):
@@ -420,7 +442,8 @@ def evaluate_optout(
             return read_json(out_dir / EVAL_FILE)
     world_audio = {str(i): world.audio(str(i)) for i in world.manifest["id"]}
     result = evaluate(inputs, config, load_codec(codec_dir), embedder, world.manifest, world_audio, world.sample_rate)
-    result["dirs"] = {"unlearned": str(unlearned_dir), "original": str(original_dir), "retrained": str(retrained_dir or "")}
+    named = {"unlearned": unlearned} if isinstance(unlearned, Path) else unlearned
+    result["dirs"] = {**{k: str(v) for k, v in named.items()}, "original": str(original_dir), "retrained": str(retrained_dir or "")}
     if out_dir is not None:
         write_json(out_dir / EVAL_FILE, result)
         write_parquet(out_dir / FIGURES_FILE, figures_table(result))
