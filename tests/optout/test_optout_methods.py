@@ -15,13 +15,13 @@ from songtrace.optout.methods import fixed_plan_loss
 
 # small step budgets keep the tests quick; the defaults are for real models
 SETTINGS = {
-    "ga": {"steps": 30},
-    "rl": {"steps": 60},
-    "graddiff": {"steps": 40},
-    "ewc": {"steps": 40, "fisher_timesteps": 2},
+    "ga": {"steps": 30, "lr": 3e-4},
+    "rl": {"steps": 60, "lr": 3e-4},
+    "graddiff": {"steps": 40, "lr": 3e-4},
+    "ewc": {"steps": 40, "lr": 3e-4, "fisher_timesteps": 2},
     "newton": {"unlearn": {"lr": 1e-4, "n_timesteps": 8, "timestep_chunk": 8}, "fisher_timesteps": 2},
     "salun": {"steps": 40, "lr": 1e-3, "saliency_timesteps": 8},
-    "bounded": {"steps": 200},
+    "bounded": {"steps": 200, "lr": 3e-4, "check_every": 5},
     "retrain": {},
 }
 

@@ -19,7 +19,7 @@ from songtrace.optout import METHODS, ForgetSpec, NewtonConfig, OptoutConfig, lo
 from songtrace.optout.methods import run_newton
 from songtrace.optout.run import FORGET_FILE, prepare
 
-QUICK_GA = {"steps": 12, "checkpoint_every": 4}
+QUICK_GA = {"steps": 12, "lr": 3e-4, "checkpoint_every": 4}
 
 
 def test_configs_round_trip_and_fill_defaults():

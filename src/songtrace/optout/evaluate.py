@@ -247,6 +247,7 @@ class Generations:
     runs: list[tuple[Any, int]]  # (Prompt, seed)
     tracks: dict[str, list[Any]]  # model -> GeneratedTrack per run
     seconds: float
+    nonfinite: dict[str, int]  # model -> generations that came out NaN/inf (replaced by silence)
 
     def rows(self, kinds: tuple[str, ...]) -> list[int]:
         """Indices of the runs whose prompt is of one of `kinds`."""
@@ -300,7 +301,13 @@ def _generate_all(inputs: EvalInputs, config: OptoutEvalConfig, codec: Any, prom
     tracks = {name: [generate(task, codec, p.text, seconds, seed=seed, steps=config.sampler_steps, cfg_scale=config.cfg_scale)
                      for p, seed in progress(runs, total=len(runs), desc=f"generate ({name})", unit="track")]
               for name, task in inputs.models.items()}
-    return Generations(runs, tracks, seconds)
+    broken = {}
+    for name, ts in tracks.items():  # a model an opt-out broke may generate NaN: count it and judge silence in its place
+        bad = [t for t in ts if not np.isfinite(t.wav).all()]
+        for t in bad:
+            t.wav = np.zeros_like(t.wav)
+        broken[name] = len(bad)
+    return Generations(runs, tracks, seconds, broken)
 
 
 def _generation_part(inputs: EvalInputs, gens: Generations, embedder: Embedder, manifest: pd.DataFrame,
@@ -323,6 +330,7 @@ def _generation_part(inputs: EvalInputs, gens: Generations, embedder: Embedder, 
         if embedder.has_text:
             quality["alignment_forget_prompts"] = text_audio_alignment(embedder, gens.texts(forget_rows), gens.waves(name, forget_rows),
                                                                        sr).mean
+        quality["nonfinite_generations"] = gens.nonfinite[name]
         per_model[name]["quality"] = quality
     return classifier.train_accuracy
 

@@ -118,7 +118,7 @@ class NewtonConfig(StageConfig):
     item_chunk: forget items per gradient pass (bounds memory; the sum is the same).
     """
 
-    unlearn: UnlearnConfig = dataclasses.field(default_factory=lambda: UnlearnConfig(lr=1.0, n_timesteps=16, timestep_chunk=16))
+    unlearn: UnlearnConfig = dataclasses.field(default_factory=lambda: UnlearnConfig(lr=1e-4, n_timesteps=16, timestep_chunk=16))
     fisher_timesteps: int = 8
     item_chunk: int = 8
 
@@ -166,7 +166,7 @@ class BoundedConfig(LoopConfig):
     steps: int = 200
     lr: float = 3e-4
     lam: float = 1.0
-    check_every: int = 5
+    check_every: int = 2
     check_timesteps: int = 8
 
     def __post_init__(self) -> None:

@@ -32,6 +32,7 @@ def sequential_optout(
     settings: Mapping[str, Any] | None = None,
     home: str | Path | None = None,
     world_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> list[OptoutResult]:
     """Forget `specs` one after another with one method: step k unlearns from step k−1's checkpoint (`<out_root>/step<k>`)."""
     if not specs:
@@ -40,7 +41,7 @@ def sequential_optout(
     current = Path(model_dir)
     for k, spec in enumerate(specs, 1):
         result = optout(current, latents_dir, spec, method_name, Path(out_root) / f"step{k}", settings=dict(settings or {}),
-                        home=home, world_dir=world_dir)
+                        home=home, world_dir=world_dir, overwrite=overwrite)
         results.append(result)
         current = result.out_dir
     return results

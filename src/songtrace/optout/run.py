@@ -10,7 +10,7 @@ writes nothing. It then writes into `out_dir`:
   original model's identity, the latents' hash, the forget set's hash), the forget set's ids, the
   model's `ModelConfig` record under `model` (so `load_model`/`load_task` load it), the original
   and parent models' identities, everything forgotten so far (`forgotten_ids`, for sequential
-  opt-outs), the method's log and the seconds it took.
+  opt-outs), the method's log and the seconds (wall and this process's CPU) it took.
 
 An interrupted iterative method resumes from `out_dir/state/`; retraining resumes its own run.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from songtrace.artifacts import (
     CONFIG_FILE,
@@ -167,16 +168,25 @@ def optout(
         "set": ["forget" if i in set(forget_set.forget_ids) else "retain" for i in setup.training.ids],
     })
     write_parquet(out_dir / FORGET_FILE, membership)
-    elapsed = float(read_json(out_dir / ELAPSED_FILE)["seconds"]) if (out_dir / ELAPSED_FILE).exists() else 0.0
-    started = time.perf_counter()
+    previous = read_json(out_dir / ELAPSED_FILE) if (out_dir / ELAPSED_FILE).exists() else {"seconds": 0.0, "cpu_seconds": 0.0}
+    started, started_cpu = time.perf_counter(), time.process_time()
+
+    def elapsed() -> dict[str, float]:
+        return {"seconds": float(previous["seconds"]) + time.perf_counter() - started,
+                "cpu_seconds": float(previous["cpu_seconds"]) + time.process_time() - started_cpu}
+
     try:
         outcome = method(config.method).run(setup, config.method_config, out_dir, max_steps)
     finally:
-        write_json(out_dir / ELAPSED_FILE, {"seconds": elapsed + time.perf_counter() - started})
-    seconds = elapsed + time.perf_counter() - started
+        write_json(out_dir / ELAPSED_FILE, elapsed())
+    spent = elapsed()
     if not outcome.finished:
         return OptoutResult(out_dir, {"config": config.to_dict(), "inputs": inputs, "log": outcome.log}, False)
     weights = {k: v.detach().contiguous() for k, v in outcome.params.items()}
+    broken = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
+    if broken:
+        raise SongtraceError(f"{config.method} made {len(broken)} weights NaN or infinite (e.g. {broken[0]}); lower its learning rate "
+                             "(--lr) or step budget (--steps) and rerun with --overwrite")
     save_safetensors(out_dir / MODEL_FILE, weights)
     parent = {"identity": identity, "dir": str(model_dir), "method": record.get("config", {}).get("method") if "model" in record else None}
     original = record.get("original_model") or {"identity": identity, "dir": str(model_dir)}
@@ -192,7 +202,8 @@ def optout(
         "forgotten_ids": list(setup.exclude_ids),
         "history": history,
         "method_log": outcome.log,
-        "seconds": round(seconds, 3),
+        "seconds": round(spent["seconds"], 3),
+        "cpu_seconds": round(spent["cpu_seconds"], 3),
     })
     shutil.rmtree(out_dir / "state", ignore_errors=True)
     shutil.rmtree(out_dir / "retrain", ignore_errors=True)

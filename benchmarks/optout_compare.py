@@ -1,0 +1,393 @@
+"""Opt-out methods side by side against retraining (seed 000's question, with the field's methods), in one run.
+
+Builds a small world and model in a scratch home (smaller than the demo's so that the whole run,
+eight methods x three artists plus six retrainings, fits well under an hour of one CPU thread):
+150 tracks of at most 6 s, a 32-wide codec, a DiT of width 64 and depth 3 trained 1000 steps,
+and a songclap embedder trained on the world. Then, for a small, a medium and a large catalogue:
+
+0. each method's learning rate and budget are picked on a fourth, tuning artist by a rule that needs
+   no retraining: the largest forget-minus-retain loss change whose retain loss change stays under
+   RETAIN_LIMIT (a small grid per method, `GRID`);
+1. every method of `songtrace.optout.METHODS` forgets the artist with those settings (cost in CPU
+   seconds beside retraining's, which is the same recipe from scratch without the artist);
+2. `optout-eval` scores all of them and the retrained model on the same plans, prompts and seeds
+   (loss change, membership AUC, generation closeness, quality, attribution credit, relearning);
+3. sequential opt-outs of the three artists, one after another, per method: does an earlier artist come back?
+
+Writes benchmarks/results/optout_compare.json (table per artist, closest-to-retrain per metric,
+cost ratios, failures) and benchmarks/results/optout_tradeoff.png (forget vs retain loss change).
+
+    nice .venv/bin/python benchmarks/optout_compare.py [--home /tmp/songtrace-optout-bench] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("SONGTRACE_QUIET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from songtrace.attribution import UnlearnConfig
+from songtrace.codec import CodecConfig, encode_world, train_codec
+from songtrace.data.latents import LatentSet
+from songtrace.embedders import load_embedder
+from songtrace.embedders.songclap_train import config_for_world, train_songclap
+from songtrace.errors import SongtraceError
+from songtrace.model.registry import load_task
+from songtrace.model.train import TrainConfig, train_model
+from songtrace.optout import METHODS, ForgetSpec, optout
+from songtrace.optout.evaluate import OptoutEvalConfig, evaluate_optout
+from songtrace.optout.figures import per_item_losses
+from songtrace.optout.robustness import comeback, forgetting_matrix, sequential_optout
+from songtrace.world import WorldConfig, build_world, load_world
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """Sizes of one benchmark run."""
+
+    tracks: int
+    max_seconds: float
+    codec_hidden: int
+    codec_steps: int
+    songclap_steps: int
+    width: int
+    depth: int
+    train_steps: int
+    eval: OptoutEvalConfig
+    sequential_methods: tuple[str, ...]
+
+
+FULL = Setting(
+    tracks=150, max_seconds=6.0, codec_hidden=32, codec_steps=600, songclap_steps=400, width=64, depth=3, train_steps=1000,
+    eval=OptoutEvalConfig(loss_timesteps=32, max_items=64, prompts_per_kind=4, sampler_steps=20, credit_queries=4, fisher_timesteps=4,
+                          score_timesteps=8, attribution=UnlearnConfig(n_timesteps=32), relearn_steps=20),
+    sequential_methods=tuple(m for m in METHODS),
+)
+QUICK = Setting(
+    tracks=60, max_seconds=3.0, codec_hidden=16, codec_steps=60, songclap_steps=20, width=32, depth=2, train_steps=150,
+    eval=OptoutEvalConfig(loss_timesteps=4, max_items=16, prompts_per_kind=2, sampler_steps=4, credit_queries=2, fisher_timesteps=2,
+                          score_timesteps=2, attribution=UnlearnConfig(n_timesteps=4, timestep_chunk=4), relearn_steps=3),
+    sequential_methods=("ga", "bounded", "retrain"),
+)
+
+# The tuning grid (on the tuning artist only) and its rule: retain loss change <= RETAIN_LIMIT, then the largest forget - retain change.
+RETAIN_LIMIT = 0.02
+GRID: dict[str, list[dict[str, Any]]] = {
+    "ga": [{"lr": lr, "steps": st} for lr in (1e-5, 3e-5, 1e-4) for st in (10, 30)],
+    "rl": [{"lr": lr} for lr in (3e-5, 1e-4, 3e-4)],
+    "graddiff": [{"lr": lr, "steps": st} for lr in (1e-5, 3e-5, 1e-4) for st in (30, 60)],
+    "ewc": [{"lr": lr, "weight": w} for lr in (1e-5, 3e-5) for w in (1.0, 1e4)],
+    "newton": [{"unlearn": {"lr": lr, "damping": d}} for lr in (3e-6, 1e-5, 3e-5) for d in (1e-3, 1.0)],
+    "salun": [{"lr": lr} for lr in (1e-4, 3e-4, 1e-3)],
+    "bounded": [{"lr": lr} for lr in (1e-5, 3e-5, 1e-4)],
+    "retrain": [{}],
+}
+
+# The figures of the table: (name, path in a model's figures, how a method is judged against retraining)
+TABLE = (
+    ("forget_loss_change", "loss.delta_forget"),
+    ("retain_loss_change", "loss.delta_retain"),
+    ("heldout_loss_change", "loss.delta_heldout"),
+    ("membership_auc", "membership.auc"),
+    ("p_artist_captions", "closeness.caption.artist_probability"),
+    ("p_artist_naming", "closeness.naming.artist_probability"),
+    ("p_artist_style", "closeness.style.artist_probability"),
+    ("p_artist_retain_prompts", "closeness.retain.artist_probability"),
+    ("similarity_captions", "closeness.caption.centroid_cosine"),
+    ("fd_retain_vs_original", "quality.fd_vs_original"),
+    ("alignment_retain", "quality.alignment"),
+    ("credit_artist_share", "credit.artist_share"),
+    ("relearn_regained", "relearn.regained"),
+)
+
+
+def _get(figs: dict[str, Any], path: str) -> Any:
+    node: Any = figs
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def cpu_seconds(fn: Any) -> tuple[Any, float]:
+    """Run fn(); return its result and the process CPU seconds it took (the machine is shared: wall time measures the neighbours)."""
+    start = time.process_time()
+    out = fn()
+    return out, time.process_time() - start
+
+
+def build(home: Path, s: Setting) -> dict[str, Any]:
+    """World, codec, latents, songclap, DiT in the scratch home (each stage skips when already there)."""
+    timings = {}
+    world_dir, codec_dir, latents_dir = home / "worlds" / "bench", home / "codecs" / "bench", home / "latents" / "bench"
+    world_cfg = WorldConfig(tracks=s.tracks, max_seconds=s.max_seconds, min_seconds=1.5, valid_fraction=0.2)
+    _, timings["world"] = cpu_seconds(lambda: build_world(world_cfg, world_dir))
+    _, timings["codec"] = cpu_seconds(lambda: train_codec(CodecConfig(hidden=s.codec_hidden, steps=s.codec_steps, segment_seconds=2.0),
+                                                          world_dir, codec_dir))
+    _, timings["encode"] = cpu_seconds(lambda: encode_world(world_dir, codec_dir, latents_dir))
+    clap = config_for_world(home / "worlds" / "bench", steps=s.songclap_steps)
+    _, timings["songclap"] = cpu_seconds(lambda: train_songclap(clap, home / "worlds" / "bench", home / "embedders" / "songclap"))
+    recipe = TrainConfig(steps=s.train_steps, batch_size=16, lr=1e-3, warmup=50, checkpoint_every=250, valid_every=250)
+    metrics, timings["train"] = cpu_seconds(lambda: train_model(recipe, {"width": s.width, "depth": s.depth, "heads": 4},
+                                                                home / "latents" / "bench", home / "models" / "original"))
+    return {"timings": timings, "model": {k: metrics[k] for k in ("params", "valid_loss_init", "valid_loss", "valid_loss_null_text")}}
+
+
+def pick_artists(latents: LatentSet) -> dict[str, str]:
+    """A small, a medium and a large catalogue (train tracks), preferring artists with a held-out track (for the attack)."""
+    train = latents.subset("train")
+    valid = latents.subset("valid") if "valid" in latents.splits else None
+    counts = {a: train.artists.count(a) for a in sorted(set(train.artists))}
+    held = {a: (valid.artists.count(a) if valid else 0) for a in counts}
+    ranked = sorted(counts, key=lambda a: (counts[a], a))
+    with_held = [a for a in ranked if held[a] > 0]
+    pool = with_held if len(with_held) >= 4 else ranked
+    small, large = pool[0], pool[-1]
+    middle = min((a for a in pool if a not in (small, large)), key=lambda a: (abs(counts[a] - (counts[small] + counts[large]) / 2), a))
+    return {"small": small, "medium": middle, "large": large}
+
+
+def _slug(artist: str) -> str:
+    return artist.lower().replace(" ", "-").replace("&", "and").replace(".", "")
+
+
+def tune(home: Path, artist: str, s: Setting) -> dict[str, Any]:
+    """Every grid setting of every method on the tuning artist; the pick per method by the retrain-free rule."""
+    original, latents = home / "models" / "original", home / "latents" / "bench"
+    data = LatentSet.load(latents)
+    train = data.subset("train")
+    forget_ids = [i for i, a in zip(train.ids, train.artists, strict=True) if a == artist]
+    sets = {"forget": train.take([train.ids.index(i) for i in forget_ids]), "retain": train.without(forget_ids)}
+
+    def losses(model_dir: Path) -> dict[str, float]:
+        task = load_task(model_dir)
+        return {k: float(per_item_losses(task, v, 16, s.eval.seed + 1, True).mean()) for k, v in sets.items()}
+
+    base = losses(original)
+    out: dict[str, Any] = {"artist": artist, "retain_limit": RETAIN_LIMIT, "runs": {}, "picked": {}}
+    for name, grid in GRID.items():
+        if name == "retrain":
+            out["picked"][name] = {}
+            continue
+        runs = []
+        for k, settings in enumerate(grid):
+            target = home / "tune" / f"{_slug(artist)}-{name}-{k}"
+            try:
+                optout(original, latents, ForgetSpec(artist=artist), name, target, settings=settings, overwrite=True)
+                after = losses(target)
+                runs.append({"settings": settings, "delta_forget": after["forget"] - base["forget"],
+                             "delta_retain": after["retain"] - base["retain"]})
+            except SongtraceError as e:  # a setting that breaks the model (NaN weights) is a result, not a crash
+                runs.append({"settings": settings, "error": str(e)})
+        ok = [r for r in runs if "error" not in r and r["delta_retain"] <= RETAIN_LIMIT]
+        pick = max(ok, key=lambda r: r["delta_forget"] - r["delta_retain"]) if ok else \
+            min((r for r in runs if "error" not in r), key=lambda r: r["delta_retain"])
+        out["runs"][name], out["picked"][name] = runs, pick["settings"]
+    return out
+
+
+def tuning_artist(latents: LatentSet, evaluated: dict[str, str]) -> str:
+    """The artist the settings are tuned on: not evaluated, with a held-out track, its catalogue nearest the medium one."""
+    train = latents.subset("train")
+    valid = latents.subset("valid").artists if "valid" in latents.splits else []
+    counts = {a: train.artists.count(a) for a in sorted(set(train.artists)) if a not in evaluated.values()}
+    medium = train.artists.count(evaluated["medium"])
+    candidates = [a for a in counts if a in valid] or list(counts)
+    return min(candidates, key=lambda a: (abs(counts[a] - medium), a))
+
+
+def run_artist(home: Path, artist: str, s: Setting, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every method on one artist, then one evaluation of all of them against the retrained model."""
+    original, latents = home / "models" / "original", home / "latents" / "bench"
+    dirs, cost = {}, {}
+    for name in METHODS:
+        out = home / "models" / f"{_slug(artist)}-{name}"
+        shutil.rmtree(out, ignore_errors=True)  # a fresh run, so that its cost is measured
+        result = optout(original, latents, ForgetSpec(artist=artist), name, out, settings=settings[name])
+        cost[name], dirs[name] = float(result.record["cpu_seconds"]), out
+    unlearned = {m: d for m, d in dirs.items() if m != "retrain"}
+    ev, eval_seconds = cpu_seconds(lambda: evaluate_optout(unlearned, original, latents, home / "codecs" / "bench",
+                                                           load_embedder(home / "embedders" / "songclap"), s.eval,
+                                                           retrained_dir=dirs["retrain"], world_dir=home / "worlds" / "bench"))
+    rows = {}
+    for m in ["original", *unlearned, "retrained"]:
+        figs = ev["figures"][m]
+        row = {name: _get(figs, path) for name, path in TABLE}
+        row["cpu_seconds"] = round(cost.get("retrain" if m == "retrained" else m, 0.0), 2) if m != "original" else None
+        row["cost_vs_retrain"] = round(cost[m] / cost["retrain"], 4) if m in unlearned else (1.0 if m == "retrained" else None)
+        if m in unlearned:
+            row["gap"] = {name: ev["gaps"][m].get(path) for name, path in TABLE}
+            row["stop_reason"] = json.loads((dirs[m] / "config.json").read_text())["method_log"].get("stop_reason")
+        rows[m] = row
+    return {"artist": artist, "n_forget": ev["forget"]["n"], "sets": ev["sets"], "rows": rows, "eval_cpu_seconds": round(eval_seconds, 1),
+            "classifier_train_accuracy": ev["classifier_train_accuracy"], "prompts": ev["prompts"]}
+
+
+def run_sequential(home: Path, artists: list[str], s: Setting, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The three artists forgotten one after another, per method; the forgetting matrix and how much each earlier one came back."""
+    original, latents = home / "models" / "original", home / "latents" / "bench"
+    data = LatentSet.load(latents)
+    out: dict[str, Any] = {"artists": artists}
+    for name in s.sequential_methods:
+        shutil.rmtree(home / "sequential" / name, ignore_errors=True)
+        steps, seconds = cpu_seconds(lambda name=name: sequential_optout(original, latents, [ForgetSpec(artist=a) for a in artists], name,
+                                                                        home / "sequential" / name, settings=settings[name],
+                                                                        overwrite=True))
+        sets = [st.record["forget_ids"] for st in steps]
+        retain = [i for i in data.subset("train").ids if i not in set(steps[-1].record["forgotten_ids"])]
+        matrix = forgetting_matrix(load_task(original), [load_task(st.out_dir) for st in steps], data, sets, retain,
+                                   s.eval.loss_timesteps, s.eval.seed)
+        out[name] = {"matrix": matrix, "comeback": comeback(matrix), "cpu_seconds": round(seconds, 1)}
+    return out
+
+
+# Figures where less (or more) is simply better, whatever retraining gives: damage to the rest of the model.
+BEST = {"retain_loss_change": "min", "heldout_loss_change": "min", "fd_retain_vs_original": "min", "alignment_retain": "max"}
+
+
+def closest_to_retrain(per_artist: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per metric: the method with the smallest mean |gap to retrain| over the artists, every method's mean |gap|,
+    and for the damage figures (BEST) also the method with the best mean value."""
+    methods = [m for m in per_artist[0]["rows"] if m not in ("original", "retrained")]
+    out = {}
+    for name, _ in TABLE:
+        gaps = {m: [abs(a["rows"][m]["gap"][name]) for a in per_artist if a["rows"][m]["gap"].get(name) is not None] for m in methods}
+        mean = {m: float(np.mean(v)) for m, v in gaps.items() if v}
+        if not mean:
+            continue
+        out[name] = {"closest": min(mean, key=mean.get), "mean_abs_gap": {m: round(v, 5) for m, v in sorted(mean.items())}}
+        if name in BEST:
+            values = {m: float(np.mean([a["rows"][m][name] for a in per_artist])) for m in methods
+                      if all(a["rows"][m][name] is not None for a in per_artist)}
+            pick = min if BEST[name] == "min" else max
+            out[name]["best"] = pick(values, key=values.get) if values else None
+    return out
+
+
+def failures(per_artist: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Where each method fails, in words, by rules fixed before looking (relative to what retraining achieves)."""
+    out: dict[str, list[str]] = {}
+    for a in per_artist:
+        r = a["rows"]["retrained"]
+        for m, row in a["rows"].items():
+            if m in ("original", "retrained"):
+                continue
+            notes = out.setdefault(m, [])
+            f, rf = row["forget_loss_change"], r["forget_loss_change"]
+            if f is not None and rf and f < 0.5 * rf:
+                notes.append(f"{a['artist']}: forget loss rose {f:+.3f}, under half of retraining's {rf:+.3f} (under-forgets)")
+            if f is not None and rf and f > 3 * rf:
+                notes.append(f"{a['artist']}: forget loss rose {f:+.3f}, over 3x retraining's {rf:+.3f} (over-forgets: the set now "
+                             "looks unlike anything, which itself reveals it)")
+            rr = row["retain_loss_change"]
+            if rr is not None and rr > max(0.02, 2 * abs(r["retain_loss_change"] or 0)):
+                notes.append(f"{a['artist']}: retain loss rose {rr:+.3f} (retraining {r['retain_loss_change']:+.3f}): damages the rest")
+            auc, rauc = row["membership_auc"], r["membership_auc"]
+            if auc is not None and rauc is not None and abs(auc - rauc) > 0.2:
+                notes.append(f"{a['artist']}: membership AUC {auc:.2f} vs retraining's {rauc:.2f}")
+            p, rp = row["p_artist_captions"], r["p_artist_captions"]
+            if p is not None and rp is not None and p > rp + 0.15:
+                notes.append(f"{a['artist']}: generations from its captions still classified as the artist (P {p:.2f} vs {rp:.2f})")
+    return out
+
+
+def tradeoff_plot(per_artist: list[dict[str, Any]], path: Path) -> None:
+    """Forget loss change (y) against retain loss change (x), one point per method and artist; retraining is the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    markers = ["o", "s", "^", "D"]
+    methods = [m for m in per_artist[0]["rows"] if m != "original"]
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for k, a in enumerate(per_artist):
+        for m in methods:
+            row = a["rows"][m]
+            x, y = row["retain_loss_change"], row["forget_loss_change"]
+            if x is None or y is None:
+                continue
+            ax.scatter(x, y, color=colours[m], marker="*" if m == "retrained" else markers[k % len(markers)],
+                       s=180 if m == "retrained" else 60, edgecolor="black", linewidth=0.5,
+                       label=m if k == 0 else None)
+        ax.annotate(a["artist"], (a["rows"]["retrained"]["retain_loss_change"], a["rows"]["retrained"]["forget_loss_change"]),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_xlabel("retain loss change vs original (lower = less damage)")
+    ax.set_ylabel("forget loss change vs original (retrained = target)")
+    ax.set_title("Opt-out trade-off: markers o/s/^ = small/medium/large catalogue, * = retrained")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=Path("/tmp/songtrace-optout-bench"))
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes), not written to results/")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    s = QUICK if args.quick else FULL
+    home = args.home / ("quick" if args.quick else "full")
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    setup = build(home, s)
+    latents = LatentSet.load(home / "latents" / "bench")
+    artists = pick_artists(latents)
+    tuning = tune(home, tuning_artist(latents, artists), s)
+    settings = tuning["picked"]
+    per_artist = [{"size": size, **run_artist(home, artist, s, settings)} for size, artist in artists.items()]
+    sequential = run_sequential(home, list(artists.values()), s, settings)
+    cost = {m: {a["artist"]: a["rows"][m]["cost_vs_retrain"] for a in per_artist} for m in per_artist[0]["rows"]
+            if m not in ("original", "retrained")}
+    world = load_world(home / "worlds" / "bench").summary()
+    result = {
+        "setting": {**{k: v for k, v in dataclasses.asdict(s).items() if k != "eval"}, "eval": s.eval.to_dict()},
+        "world": {"tracks": world["tracks"], "splits": world["splits"],
+                  "catalogues": {a["artist"]: a["tracks"] for a in world["artists"]}},
+        "setup": setup,
+        "artists": artists,
+        "tuning": tuning,
+        "settings": {m: METHODS[m].config.from_dict(v).to_dict() for m, v in settings.items()},
+        "per_artist": per_artist,
+        "closest_to_retrain": closest_to_retrain(per_artist),
+        "cost_vs_retrain": cost,
+        "failures": failures(per_artist),
+        "sequential": sequential,
+        "total_cpu_seconds": round(time.process_time() - start_cpu, 1),
+        "total_wall_seconds": round(time.perf_counter() - start_wall, 1),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "load_avg_end": os.getloadavg(),
+                    "note": "2-core CPU shared with other jobs; costs are this process's CPU seconds"},
+    }
+    out = RESULTS if not args.quick else home
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "optout_compare.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    tradeoff_plot(per_artist, out / "optout_tradeoff.png")
+    print(json.dumps({"closest_to_retrain": {k: v["closest"] for k, v in result["closest_to_retrain"].items()},
+                      "cost_vs_retrain": cost, "total_cpu_seconds": result["total_cpu_seconds"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
