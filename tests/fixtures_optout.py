@@ -26,3 +26,14 @@ def optout_model(tmp_path_factory, tiny_latents):
     with single_thread():
         train_model(OPTOUT_TRAIN, TINY_DIT, tiny_latents, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def optout_retrained(tmp_path_factory, optout_model, tiny_latents):
+    """Path of the `retrain` opt-out of FORGET_ARTIST from `optout_model` (the gold standard the tests compare with)."""
+    from songtrace.optout import ForgetSpec, optout
+
+    out = tmp_path_factory.mktemp("optout_retrained") / "retrain"
+    with single_thread():
+        optout(optout_model, tiny_latents, ForgetSpec(artist=FORGET_ARTIST), "retrain", out)
+    return out

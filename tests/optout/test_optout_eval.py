@@ -23,15 +23,14 @@ TINY_EVAL = OptoutEvalConfig(loss_timesteps=4, max_items=8, prompts_per_kind=2, 
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, optout_model, tiny_latents, tiny_world):
+def setup(tmp_path_factory, optout_model, tiny_latents, tiny_world, optout_retrained):
     root = tmp_path_factory.mktemp("optout_eval")
     spec = ForgetSpec(artist=FORGET_ARTIST)
     with single_thread():
         ga = optout(optout_model, tiny_latents, spec, "ga", root / "ga", settings={"steps": 20, "lr": 3e-4}).out_dir
-        retrained = optout(optout_model, tiny_latents, spec, "retrain", root / "retrain").out_dir
         songclap = root / "songclap"
         train_songclap(config_for_world(tiny_world, steps=6), tiny_world, songclap)
-    return {"ga": ga, "retrained": retrained, "embedder": load_embedder(songclap)}
+    return {"ga": ga, "retrained": optout_retrained, "embedder": load_embedder(songclap)}
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,13 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def unlearned(tmp_path_factory, optout_model, tiny_latents):
+def unlearned(tmp_path_factory, optout_model, tiny_latents, optout_retrained):
     """Method name -> checkpoint directory, each forgetting FORGET_ARTIST from `optout_model`."""
     root = tmp_path_factory.mktemp("optout_methods")
     with single_thread():
-        return {name: optout(optout_model, tiny_latents, ForgetSpec(artist=FORGET_ARTIST), name, root / name,
-                             settings=SETTINGS[name]).out_dir for name in METHODS}
+        out = {name: optout(optout_model, tiny_latents, ForgetSpec(artist=FORGET_ARTIST), name, root / name,
+                            settings=SETTINGS[name]).out_dir for name in METHODS if name != "retrain"}
+    return {**out, "retrain": optout_retrained}
 
 
 def _sets(tiny_latents):
