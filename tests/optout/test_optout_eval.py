@@ -73,7 +73,7 @@ def test_every_figure_is_there_and_finite(result):
     assert res["gaps"]["unlearned"]["loss.delta_forget"] == pytest.approx(res["figures"]["unlearned"]["loss"]["delta_forget"]
                                                              - res["figures"]["retrained"]["loss"]["delta_forget"])
     table = pd.read_parquet(out / FIGURES_FILE)
-    assert {"original", "unlearned", "retrained", "gap_to_retrain:unlearned"} == set(table["model"]) and np.isfinite(table["value"]).all()
+    assert {"original", "unlearned", "retrained", "gap_to_retrain"} == set(table["model"]) and np.isfinite(table["value"]).all()
     assert (out / EVAL_FILE).exists() and (out / "config.json").exists()
 
 
@@ -114,3 +114,10 @@ def test_forget_prompts_name_the_artist_only_where_they_should(tiny_world):
     assert all(FORGET_ARTIST not in t for t in by_kind["style"] + by_kind["retain"])
     assert strip_artist("Fiddle tune by Kilfenora Road; G minor.", "Kilfenora Road") == "Fiddle tune; G minor."
     assert strip_artist("Kilfenora Road performs a jig in D.", "Kilfenora Road") == "A jig in D."
+
+
+def test_the_report_shows_the_evaluation(result, tmp_path):
+    from songtrace.report import build_report
+
+    html = build_report([result[1]], tmp_path / "report.html").path.read_text()
+    assert 'class="optout-figures"' in html and "gap_to_retrain" in html and "loss.delta_forget" in html

@@ -399,9 +399,12 @@ def evaluate(
 
 
 def figures_table(result: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per (model, figure) scalar, plus each unlearned model's gaps as model "gap_to_retrain:<name>"."""
+    """One row per (model, figure) scalar, plus the gaps as model "gap_to_retrain" (one unlearned model)
+    or "gap_to_retrain:<name>" (several), the form the report's opt-out section reads."""
     rows = [{"model": m, "figure": k, "value": v} for m, figs in result["figures"].items() for k, v in _scalars(figs).items()]
-    rows += [{"model": f"gap_to_retrain:{m}", "figure": k, "value": v} for m, gaps in result["gaps"].items() for k, v in gaps.items()]
+    single = list(result["gaps"]) == ["unlearned"]
+    rows += [{"model": "gap_to_retrain" if single else f"gap_to_retrain:{m}", "figure": k, "value": v}
+             for m, gaps in result["gaps"].items() for k, v in gaps.items()]
     return pd.DataFrame(rows, columns=["model", "figure", "value"])
 
 

@@ -266,7 +266,7 @@ def build_optout(run_dir: Path, record: Mapping[str, Any], ctx: ReportContext) -
             for f in wide.index]
     headline = [f for f in OPTOUT_HEADLINE if f in wide.index] or list(wide.index[:6])
     chart = None
-    shown = [m for m in models if m != "gap_to_retrain"]
+    shown = [m for m in models if not str(m).startswith("gap_to_retrain")]  # one gap column per unlearned model
     if headline and shown:
         chart = png_data_uri(figures_bar_chart(headline, {m: [float(wide.loc[f, m]) for f in headline] for m in shown}))
     config = record.get("config", {})
