@@ -7,6 +7,11 @@ per training item and query, in data order), `credits.parquet` (per-artist credi
 and `deltas/*.safetensors` (each query's unlearned delta θ' − θ0 with what it was made from; an
 audit recomputes the scores from it: `recompute_scores`). Its unlearning settings default to the
 model's tuned best configuration (`attribution.best_config`).
+
+Under torchrun (`job` from `shard.distributed`) the queries are unlearned one per rank in turn and the
+training set is scored in shards over the ranks; finished deltas and score shards are kept in
+`shards/` until the run is written, so a rerun after a dead rank recomputes only what is missing.
+Rank 0 writes the artifact; the scores equal the single-process ones bit for bit.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from songtrace.attribution.fisher import Fisher, check_fits, check_inputs
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.query import Query, QueryContext, resolve_query
 from songtrace.attribution.score import ScoreConfig, base_losses, credit_shares, ranks, score_many
+from songtrace.attribution.shard import SINGLE, Job, ShardStore, map_shards
 from songtrace.attribution.unlearn import UnlearnConfig, delta_norm, unlearn
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
@@ -52,6 +58,7 @@ from songtrace.world import find_world
 
 SCORES_FILE = "scores.parquet"
 CREDITS_FILE = "credits.parquet"
+SHARDS_DIR = "shards"  # finished deltas and score shards while the run is unfinished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,17 +123,22 @@ def attribute_queries(
     config: AttributeConfig,
     base: torch.Tensor | None = None,
     titles: Mapping[str, str] | None = None,
+    job: Job = SINGLE,
+    shard_dir: Path | None = None,
 ) -> list[Attribution]:
     """Unlearn each query (Eq. 6) and score every training item for all of them in one data pass (Eq. 2).
 
     `base` (from `base_losses` with the same score config and mask) saves recomputing L(z_i, θ0).
+    With `job` (torchrun) the queries and the training set are sharded over the ranks; `shard_dir`
+    keeps the finished deltas and score shards on disk for a rerun.
     """
     data = latents.subset(config.score.split)
     mask_loss = config.unlearn.mask_loss
     if base is None:
-        base = base_losses(model, latents, config.score, mask_loss)
-    deltas = [unlearn(model, fisher, q.batch, config.unlearn) for q in progress(queries, total=len(queries), desc="unlearn", unit="query")]
-    scores = score_many(model, deltas, latents, config.score, mask_loss, base=base)
+        base = base_losses(model, latents, config.score, mask_loss, job=job)
+    deltas = unlearn_queries(model, fisher, queries, config.unlearn, job, ShardStore(shard_dir / "deltas") if shard_dir else None)
+    store = ShardStore(shard_dir / "scores") if shard_dir else None
+    scores = score_many(model, deltas, latents, config.score, mask_loss, base=base, job=job, store=store)
     for q, d, s in zip(queries, deltas, scores, strict=True):
         if not bool(torch.isfinite(s).all()):
             raise SongtraceError(f"unlearning query {q.query_id!r} diverged (‖θ' − θ0‖ = {delta_norm(d):.3g}, non-finite losses under θ'); "
@@ -137,6 +149,25 @@ def attribute_queries(
         table = ranking_table(q.query_id, s, data, titles, config.config_hash())
         out.append(Attribution(q.query_id, s, table, credits_table(q.query_id, s, data), meta, delta=d))
     return out
+
+
+def unlearn_queries(
+    model: nn.Module | ModelTask,
+    fisher: Fisher,
+    queries: Sequence[Query],
+    config: UnlearnConfig,
+    job: Job = SINGLE,
+    store: ShardStore | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """δ of every query (`unlearn`); under torchrun the queries are spread over the ranks and every rank gets all deltas."""
+    if job.world == 1 and store is None:
+        return [unlearn(model, fisher, q.batch, config) for q in progress(queries, total=len(queries), desc="unlearn", unit="query")]
+
+    def one(rows: range) -> dict[str, torch.Tensor]:
+        return {k: v[None] for k, v in unlearn(model, fisher, queries[rows.start].batch, config).items()}
+
+    stacked = map_shards(len(queries), 1, one, job, store, row_dim=0)
+    return [{k: v[i] for k, v in stacked.items()} for i in range(len(queries))]
 
 
 # --------------------------------------------------------------------------- from artifact directories
@@ -246,6 +277,7 @@ def attribute(
     use_cache: bool = True,
     save_deltas: bool = True,
     model: ModelTask | None = None,
+    job: Job = SINGLE,
 ) -> AttributionRun:
     """Attribute queries to the training set from artifact dirs; writes scores/credits Parquet and config.json into `out_dir`.
 
@@ -253,19 +285,24 @@ def attribute(
     `<home>/cache/base_losses/`. With `save_deltas`, each query's unlearned delta θ' − θ0 goes to
     `deltas/` (listed in config.json; `load_run_delta`, `recompute_scores`). A rerun with the same
     config and inputs reads the finished results. `model` is the model already loaded from `model_dir`, if any.
+    Under torchrun pass `job`: every rank scores its shards, rank 0 writes the run (see the module doc).
     """
     out_dir = Path(out_dir)
     run = load_run_inputs(queries, config.unlearn.group, model_dir, latents_dir, fisher_dir, codec_dir, caption, seconds, model=model)
     model, latents, fisher, resolved, inputs = run.model, run.latents, run.fisher, run.queries, run.inputs
     model_hash, latents_hash = inputs["model"], inputs["latents"]
-    if begin_stage(out_dir, config, inputs, overwrite=overwrite):
+    if job.main_first(lambda: begin_stage(out_dir, config, inputs, overwrite=overwrite)):
         return load_attribution(out_dir)
-    save_generations(resolved, out_dir)
+    if job.main:
+        save_generations(resolved, out_dir)
     cache_dir = resolve_home(home) / "cache" / "base_losses" if use_cache else None
-    base = base_losses(model, latents, config.score, config.unlearn.mask_loss, cache_dir=cache_dir, model_hash=model_hash)
+    base = base_losses(model, latents, config.score, config.unlearn.mask_loss, cache_dir=cache_dir, model_hash=model_hash, job=job)
     titles = item_titles(latents_dir, home)
     order = {item: i for i, item in enumerate(latents.subset(config.score.split).ids)}
-    results = attribute_queries(model, fisher, latents, resolved, config, base=base, titles=titles)
+    results = attribute_queries(model, fisher, latents, resolved, config, base=base, titles=titles, job=job, shard_dir=out_dir / SHARDS_DIR)
+    if not job.main:
+        job.barrier()  # rank 0 writes the run
+        return load_attribution(out_dir)
     deltas = []
     if save_deltas:
         for q, r in zip(resolved, results, strict=True):
@@ -295,8 +332,11 @@ def attribute(
             "mask_loss": config.unlearn.mask_loss,
             "deltas": deltas,
             "diagnostics": score_diagnostics(torch.stack([r.scores for r in results]).numpy(), latents.subset(config.score.split).ids),
+            "ranks": job.world,
         },
     )
+    ShardStore(out_dir / SHARDS_DIR).clear()
+    job.barrier()
     return AttributionRun(out_dir, results, record)
 
 

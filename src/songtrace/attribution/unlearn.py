@@ -13,6 +13,10 @@ first gradient computed once over a union of groups (`first_query_gradient`).
 L(ẑ, θ) = (1/T) Σ_t L_t(ẑ, θ) over T timesteps (the paper uses T = 2048); the same timesteps and
 noise (seeded by the query id) are used at every step, so each step sees the same objective.
 
+On a GPU (`device="cuda"`) the query, its plan, θ0 and F live on the device for the whole iteration;
+`precision="bf16"` runs the query gradient's forward and backward under autocast (the gradient and
+the update stay float32 / float64).
+
 Damping: "absolute" adds λ = damping to F; "relative" adds λ = damping · mean(F) over the target
 parameters, which keeps the setting meaningful across models whose Fisher scales differ.
 """
@@ -33,7 +37,7 @@ from songtrace.attribution.groups import split_params, target_params
 from songtrace.data.batch import Batch
 from songtrace.diffusion.loss import FrameMask, NoisePlan, make_plan
 from songtrace.errors import SongtraceError
-from songtrace.model.task import ModelTask, as_task, eval_mode
+from songtrace.model.task import ModelTask, as_task, autocast, check_device, check_precision, eval_mode, on_device, runtime_device
 
 Params = dict[str, torch.Tensor]
 
@@ -68,7 +72,8 @@ class UnlearnConfig(StageConfig):
     steps: 1..4 updates with the gradient re-evaluated; group: target layers; damping and
     damping_mode: λ added to F (see module doc); n_timesteps: T of the query loss (paper: 2048);
     seed: seeds the query's timesteps and noise; mask: none | both | M_L | mixed;
-    timestep_chunk: timesteps per forward/backward (bounds memory, not the result).
+    timestep_chunk: timesteps per forward/backward (bounds memory, not the result);
+    device: "cpu", "cuda" (the rank's GPU) or "meta"; precision: "fp32" or "bf16" (autocast of the query gradient).
     """
 
     lr: float = 1e-6
@@ -80,6 +85,8 @@ class UnlearnConfig(StageConfig):
     seed: int = 0
     mask: str = "mixed"
     timestep_chunk: int = 64
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
@@ -90,6 +97,8 @@ class UnlearnConfig(StageConfig):
         check_positive("n_timesteps", self.n_timesteps)
         check_positive("timestep_chunk", self.timestep_chunk)
         check_choice("mask", self.mask, MASKS)
+        check_device(self.device)
+        check_precision(self.precision)
 
     @property
     def mask_unlearn(self) -> bool:
@@ -147,12 +156,14 @@ def query_gradient(
     plan: NoisePlan,
     mask: FrameMask,
     chunk: int = 64,
+    precision: str = "fp32",
 ) -> Params:
     """∇θ of the T-averaged query loss (1/T) Σ_t L_t(ẑ, θ) over the target parameters.
 
-    Accumulated over timestep chunks (float64), so memory is bounded by `chunk` timesteps. For a
-    batch of several queries, the gradient of the sum of their T-averaged losses. `mask`: M_U
-    (True: real frames only), or a `[B, L]` frame mask the loss is restricted to.
+    Accumulated over timestep chunks (float64, on the parameters' device), so memory is bounded by
+    `chunk` timesteps. For a batch of several queries, the gradient of the sum of their T-averaged
+    losses. `mask`: M_U (True: real frames only), or a `[B, L]` frame mask the loss is restricted to.
+    `precision="bf16"` runs each chunk under autocast.
     """
     task = as_task(model)
     n_t = plan.t.shape[1]
@@ -162,17 +173,18 @@ def query_gradient(
         return task.loss({**frozen, **target}, query, sub, mask=mask).sum() / n_t
 
     g_fn = grad(chunk_loss)
-    total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params_target.items()}
+    total = {k: torch.zeros(v.shape, dtype=torch.float64, device=v.device) for k, v in params_target.items()}
     for start in range(0, n_t, chunk):
-        g = g_fn(dict(params_target), plan.select_timesteps(slice(start, min(n_t, start + chunk))))
+        with autocast(plan.t.device, precision):
+            g = g_fn(dict(params_target), plan.select_timesteps(slice(start, min(n_t, start + chunk))))
         total = {k: total[k] + g[k].to(torch.float64) for k in total}
     return {k: v.to(params_target[k].dtype) for k, v in total.items()}
 
 
-def query_plan(query: Batch, config: UnlearnConfig) -> NoisePlan:
-    """The query's T timesteps and noise, seeded by (seed, query id)."""
+def query_plan(query: Batch, config: UnlearnConfig, device: torch.device | str | None = None) -> NoisePlan:
+    """The query's T timesteps and noise, seeded by (seed, query id), drawn on `device`."""
     shape = (int(query.latents.shape[1]), int(query.latents.shape[2]))
-    return make_plan(query.ids, config.n_timesteps, shape, config.seed)
+    return make_plan(query.ids, config.n_timesteps, shape, config.seed, device=device)
 
 
 def _fisher_and_n(fisher: Fisher | Mapping[str, torch.Tensor], n_train: int | None) -> tuple[dict[str, torch.Tensor], int]:
@@ -196,9 +208,11 @@ def first_query_gradient(
     every group (the self-influence grid computes it once per target and M_U).
     """
     task = as_task(model)
-    theta0, frozen = split_params(task, list(names) if names is not None else target_params(task, config.group))
-    with eval_mode(task.module):
-        return query_gradient(task, theta0, frozen, query, query_plan(query, config), config.mask_unlearn, config.timestep_chunk)
+    device = runtime_device(config.device)
+    with on_device(task.module, device), eval_mode(task.module):
+        theta0, frozen = split_params(task, list(names) if names is not None else target_params(task, config.group))
+        return query_gradient(task, theta0, frozen, query.to(device), query_plan(query, config, device), config.mask_unlearn,
+                              config.timestep_chunk, config.precision)
 
 
 def unlearn_iterates(
@@ -221,7 +235,7 @@ def unlearn_iterates(
     diag, n = _fisher_and_n(fisher, n_train)
     task = as_task(model)
     names = target_params(task, config.group)
-    theta0, frozen = split_params(task, names)
+    theta0, _ = split_params(task, names)  # for the checks; the iteration splits again on the device
     check_fits(diag, theta0)
     f_target = {k: diag[k] for k in names}
     lam = damping_value(f_target, config.damping, config.damping_mode)
@@ -234,20 +248,24 @@ def unlearn_iterates(
             if tuple(grad0[k].shape) != tuple(theta0[k].shape):
                 raise SongtraceError(f"the precomputed query gradient of {k} has shape {tuple(grad0[k].shape)}, "
                                      f"the parameter {tuple(theta0[k].shape)}")
-    plan = query_plan(query, config)
-    window = None if frames is None else frames.to(device=query.latents.device, dtype=torch.bool)
-    mask = config.mask_unlearn if window is None else (window & query.frame_mask() if config.mask_unlearn else window)
+    device = runtime_device(config.device)
 
     def steps() -> Iterator[Params]:
-        delta = {k: torch.zeros_like(v) for k, v in theta0.items()}
-        for k in range(config.steps):
-            if k == 0 and grad0 is not None:
-                g = {name: grad0[name] for name in names}
-            else:
-                with eval_mode(task.module):
-                    g = query_gradient(task, apply_delta(theta0, delta), frozen, query, plan, mask, config.timestep_chunk)
-            delta = unlearn_step(delta, g, f_target, config.lr, n, lam)
-            yield delta
+        # on the device for the whole iteration (a caller walking it step by step keeps the model there meanwhile)
+        with on_device(task.module, device), eval_mode(task.module):
+            theta, rest = split_params(task, names)
+            f_dev = {k: v.to(device) for k, v in f_target.items()}
+            q, plan = query.to(device), query_plan(query, config, device)
+            window = None if frames is None else frames.to(device=device, dtype=torch.bool)
+            mask = config.mask_unlearn if window is None else (window & q.frame_mask() if config.mask_unlearn else window)
+            delta = {k: torch.zeros_like(v) for k, v in theta.items()}
+            for k in range(config.steps):
+                if k == 0 and grad0 is not None:
+                    g = {name: grad0[name].to(device) for name in names}
+                else:
+                    g = query_gradient(task, apply_delta(theta, delta), rest, q, plan, mask, config.timestep_chunk, config.precision)
+                delta = unlearn_step(delta, g, f_dev, config.lr, n, lam)
+                yield delta
 
     return steps()
 

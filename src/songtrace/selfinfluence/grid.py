@@ -174,9 +174,10 @@ class GridStore:
     a cell summary is keyed by (cell, context, target ids).
     """
 
-    def __init__(self, out_dir: str | Path, context: str) -> None:
+    def __init__(self, out_dir: str | Path, context: str, write: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.context = context
+        self.write = write  # False on the ranks of a torchrun job other than 0: they keep the records in memory only
         self._targets: dict[tuple[str, str], dict[str, Any]] = {}
         for r in _read_jsonl(self.out_dir / TARGETS_FILE):
             self._targets[(r["cell_key"], r["target_id"])] = r
@@ -193,7 +194,8 @@ class GridStore:
     def add_target(self, cell: Cell, target_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
         """Record one finished target of a cell."""
         record = {**result, "cell_key": cell.key(self.context), "target_id": target_id}
-        _append_jsonl(self.out_dir / TARGETS_FILE, record)
+        if self.write:
+            _append_jsonl(self.out_dir / TARGETS_FILE, record)
         self._targets[(record["cell_key"], target_id)] = record
         return record
 
@@ -205,7 +207,8 @@ class GridStore:
         """Record a finished cell."""
         keys = {"cell_key": cell.key(self.context), "summary_key": self.summary_key(cell, target_ids)}
         record = {**dataclasses.asdict(cell), **summary, **keys}
-        _append_jsonl(self.out_dir / CELLS_FILE, record)
+        if self.write:
+            _append_jsonl(self.out_dir / CELLS_FILE, record)
         self._cells[record["summary_key"]] = record
         return record
 

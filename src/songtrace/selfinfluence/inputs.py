@@ -17,6 +17,7 @@ import torch
 from songtrace.artifacts import artifact_hash, hash_json, load_safetensors, read_json, save_safetensors
 from songtrace.attribution.best_config import best_config_path
 from songtrace.attribution.fisher import Fisher, FisherConfig, check_inputs, fit_fisher
+from songtrace.attribution.shard import SINGLE, Job
 from songtrace.data.latents import LatentSet
 from songtrace.data.windows import WINDOW_RULE
 from songtrace.embedders.base import Embedder
@@ -24,6 +25,7 @@ from songtrace.embedders.registry import resolve_embedder
 from songtrace.errors import SongtraceError
 from songtrace.home import resolve_artifact, resolve_home
 from songtrace.model.registry import load_task
+from songtrace.model.task import runtime_device
 from songtrace.progress import progress
 from songtrace.selfinfluence.fd import GenerationProbe
 from songtrace.selfinfluence.run import SelfInfluenceConfig, SelfInfluenceData, SelfInfluenceResult, run_self_influence
@@ -55,12 +57,13 @@ def world_for_latents(world_dir: Path, latents_dir: Path):
 
 
 def load_fisher(
-    home: str | Path | None, fisher: str, model_dir: Path, latents_dir: Path, model_hash: str, latents_hash: str, model: Any = None
+    home: str | Path | None, fisher: str, model_dir: Path, latents_dir: Path, model_hash: str, latents_hash: str, model: Any = None,
+    device: str = "cpu", job: Job = SINGLE,
 ) -> tuple[Fisher, Path]:
     """The Fisher artifact `fisher` (name or dir), fitted over all weights with default settings when it does not exist yet."""
     fisher_dir = resolve_artifact(home, "fisher", fisher)
-    if not (fisher_dir / "config.json").exists() or not read_json(fisher_dir / "config.json").get("complete"):
-        fit_fisher(model_dir, latents_dir, FisherConfig(group="all"), fisher_dir, model=model)
+    if not job.main_first(lambda: (fisher_dir / "config.json").exists() and bool(read_json(fisher_dir / "config.json").get("complete"))):
+        fit_fisher(model_dir, latents_dir, FisherConfig(group="all", device=device), fisher_dir, model=model, job=job)
     loaded = Fisher.load(fisher_dir)
     check_inputs(loaded, model_hash, latents_hash, source=f"the Fisher at {fisher_dir}")
     return loaded, fisher_dir
@@ -77,6 +80,7 @@ def selfinfluence_from_dirs(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
     save_best: bool = True,
+    job: Job = SINGLE,
 ) -> SelfInfluenceResult:
     """Load the inputs by name (under `<home>`) or path, run the search into `out_dir` (default `<home>/runs/selfinfluence/<hash>`).
 
@@ -89,8 +93,10 @@ def selfinfluence_from_dirs(
     net = load_task(model_dir)
     cache = LatentSet.load(latents_dir)
     model_hash, latents_hash = net.identity(), cache.content_hash()
+    net.module.to(runtime_device(config.device))  # loaded here, so moved once: every stage below then finds it on its device
     world_obj = world_for_latents(resolve_artifact(home, "worlds", world), latents_dir)
-    fisher_obj, fisher_dir = load_fisher(home, fisher, model_dir, latents_dir, model_hash, latents_hash, model=net)
+    fisher_obj, fisher_dir = load_fisher(home, fisher, model_dir, latents_dir, model_hash, latents_hash, model=net, device=config.device,
+                                         job=job)
     embedder = resolve_embedder(config.embedder, home)
     items = cache.subset(config.split)
     manifest = world_obj.manifest.set_index("id")
@@ -113,7 +119,7 @@ def selfinfluence_from_dirs(
         inputs["codec"] = artifact_hash(codec_dir)
     data = SelfInfluenceData(
         model=net, fisher=fisher_obj, latents=cache, embeddings=embeddings, version_groups=version_groups, embedder_name=embedder.name,
-        probe=probe, inputs=inputs, cache_dir=home_path / "cache" / "base_losses", model_hash=model_hash,
+        probe=probe, inputs=inputs, cache_dir=home_path / "cache" / "base_losses", model_hash=model_hash, job=job,
     )
     out = Path(out_dir) if out_dir is not None else home_path / "runs" / "selfinfluence" / config.config_hash()
     best_path = best_config_path(home_path, model_hash) if save_best else None

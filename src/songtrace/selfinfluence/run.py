@@ -49,10 +49,11 @@ from songtrace.artifacts import (
 from songtrace.attribution.best_config import save_best_config
 from songtrace.attribution.fisher import Fisher
 from songtrace.attribution.score import ScoreConfig
+from songtrace.attribution.shard import SINGLE, Job
 from songtrace.attribution.unlearn import DAMPING_MODES, MASKS, MAX_STEPS
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
-from songtrace.model.task import GROUPS, ModelTask, model_identity
+from songtrace.model.task import GROUPS, ModelTask, check_device, model_identity
 from songtrace.selfinfluence.fd import GenerationProbe, fd_metrics, mean_fd
 from songtrace.selfinfluence.grid import (
     DEFAULT_LRS,
@@ -101,7 +102,8 @@ class SelfInfluenceConfig(StageConfig):
     version_targets: tracks with a planted version, unlearned at the best cell only, for version recall
     (k-means rarely picks them); embedder: "auto" (songclap when trained, else dsp), a name or a path;
     fd_*: the FD probe; fd_tolerance: a cell whose generations' FD exceeds the original's by more than
-    this share counts as harming the model and is ranked after every unharmed cell.
+    this share counts as harming the model and is ranked after every unharmed cell; device: where
+    unlearning and scoring run ("cpu", "cuda": the rank's GPU under torchrun).
     """
 
     targets: int = 40
@@ -135,9 +137,11 @@ class SelfInfluenceConfig(StageConfig):
     fd_targets: int = 1
     fd_sampler_steps: int = 8
     fd_tolerance: float = 0.05
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_device(self.device)
         for name in ("targets", "stage_a_targets", "score_timesteps", "unlearn_timesteps", "batch_size", "version_top", "fd_prompts",
                      "fd_targets", "fd_sampler_steps"):
             check_positive(name, getattr(self, name))
@@ -168,12 +172,12 @@ class SelfInfluenceConfig(StageConfig):
     def score_config(self) -> ScoreConfig:
         """How L(z_i, θ) is estimated when scoring (common random numbers, seeded per item id)."""
         return ScoreConfig(n_timesteps=self.score_timesteps, seed=self.seed, batch_size=self.batch_size,
-                           timestep_chunk=self.score_timesteps, split=self.split)
+                           timestep_chunk=self.score_timesteps, split=self.split, device=self.device)
 
     def result_context(self) -> dict[str, Any]:
         """The settings that change a per-target result (the grid lists, target counts and FD probe do not)."""
         keys = ("k", "score_timesteps", "unlearn_timesteps", "damping", "damping_mode", "batch_size", "seed", "split",
-                "short_fraction", "version_top", "embedder")
+                "short_fraction", "version_top", "embedder", "device")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -260,6 +264,7 @@ class SelfInfluenceData:
     inputs: dict[str, str] = dataclasses.field(default_factory=dict)  # content hashes, recorded in config.json
     cache_dir: Path | None = None  # base-loss cache
     model_hash: str | None = None
+    job: Job = SINGLE  # torchrun: scoring sharded over the ranks, rank 0 writes
 
 
 @dataclasses.dataclass
@@ -318,9 +323,10 @@ class _Search:
         self.version_ids = select_version_targets(self.items.ids, data.version_groups, config.version_targets, self.target_ids)
         groups = sorted(set(config.groups) | {config.stage_a_group})
         self.scorer = CellScorer(data.model, data.fisher, data.latents, groups, config.score_config(), config.unlearn_timesteps,
-                                 config.damping, config.damping_mode, config.seed, data.cache_dir, data.model_hash)
+                                 config.damping, config.damping_mode, config.seed, data.cache_dir, data.model_hash, job=data.job)
         context = hash_json({"inputs": data.inputs, "settings": config.result_context(), "k": self.k})[:16]
-        self.store = GridStore(out_dir, context)
+        self.store = GridStore(out_dir, context, write=data.job.main)
+        data.job.barrier()  # every rank has read the same finished cells before rank 0 adds any
         self.stage_seconds: dict[str, float] = {}
         self._fd0: dict[str, Any] = {}
         self.lr_scale: float | None = None
@@ -409,10 +415,17 @@ def run_self_influence(
     """
     out_dir = Path(out_dir)
     identity = _model_identity(data)
-    if begin_stage(out_dir, config, data.inputs, overwrite=overwrite):
+    job = data.job
+    if job.main_first(lambda: begin_stage(out_dir, config, data.inputs, overwrite=overwrite)):
         return load_self_influence(out_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     search = _Search(data, config, out_dir, on_progress)
+    if not job.main:  # every rank runs the protocol (its scoring passes are sharded); rank 0 writes
+        final = search.run()[2]
+        if search.version_ids:
+            search.stage("V", [best_cell(final, config.fd_tolerance, config.rank_tolerance)], search.version_ids)
+        job.barrier()
+        return load_self_influence(out_dir)
     write_json(out_dir / "targets.json", {"target_ids": search.target_ids, "stage_a_target_ids": search.a_ids, "k": search.k,
                                           "version_target_ids": search.version_ids, "lrs": list(search.lrs), "lr_scale": search.lr_scale})
     grid, stage_a, final, final_cells = search.run()
@@ -452,7 +465,9 @@ def run_self_influence(
         "cpu_seconds": round(time.process_time() - cpu_started, 1), "torch_threads": torch.get_num_threads(),
         "stage_seconds": {s: round(v, 1) for s, v in search.stage_seconds.items()}, "target_ids": search.target_ids, "k": search.k,
         "lr_scale": search.lr_scale, "lrs": list(search.lrs), "best_config_path": str(best_config_path) if best_config_path else None,
+        "ranks": job.world,
     })
+    job.barrier()
     return SelfInfluenceResult(out_dir, grid, best_record, record)
 
 

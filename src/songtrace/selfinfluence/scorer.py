@@ -28,6 +28,7 @@ from songtrace.attribution.fisher import Fisher, check_fits
 from songtrace.attribution.groups import target_params
 from songtrace.attribution.query import QueryContext, resolve_query
 from songtrace.attribution.score import ScoreConfig, base_losses, score_many
+from songtrace.attribution.shard import SINGLE, Job
 from songtrace.attribution.unlearn import MAX_STEPS, UnlearnConfig, first_query_gradient, mask_setting, unlearn_iterates
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
@@ -37,6 +38,11 @@ from songtrace.selfinfluence.grid import Cell
 from songtrace.selfinfluence.metrics import target_metrics
 
 Params = dict[str, torch.Tensor]
+
+
+def _on_cpu(params: Mapping[str, torch.Tensor]) -> Params:
+    """The tensors on the CPU (gradients and deltas computed on a GPU), so the grid's bookkeeping is device independent."""
+    return {k: v.cpu() for k, v in params.items()}
 
 
 def params_norm(params: Mapping[str, torch.Tensor]) -> float:
@@ -61,6 +67,7 @@ class CellScorer:
         cache_dir: str | Path | None = None,
         model_hash: str | None = None,
         grad_cache_bytes: int = 512 << 20,
+        job: Job = SINGLE,
     ) -> None:
         self.model = as_task(model)
         self.fisher = fisher
@@ -73,6 +80,7 @@ class CellScorer:
         self.seed = seed
         self.cache_dir = cache_dir
         self.model_hash = model_hash
+        self.job = job  # torchrun: every scoring pass is sharded over the ranks (each rank runs the same protocol)
         self.group_params = {g: target_params(self.model, g) for g in groups}
         union = {n for names in self.group_params.values() for n in names}
         self.theta0 = self.model.params()
@@ -92,7 +100,7 @@ class CellScorer:
     def unlearn_config(self, cell: Cell) -> UnlearnConfig:
         """The attribution engine's config equivalent to a cell (what `songtrace attribute` would run)."""
         return UnlearnConfig(lr=cell.lr, steps=cell.steps, group=cell.group, damping=self.damping, damping_mode=self.damping_mode,
-                             n_timesteps=self.unlearn_timesteps, seed=self.seed, mask=cell.mask)
+                             n_timesteps=self.unlearn_timesteps, seed=self.seed, mask=cell.mask, device=self.score.device)
 
     def query(self, target_id: str) -> Batch:
         """The target as an attribution query `train:ID` (its noise plan seeded by that id, as `songtrace attribute` does)."""
@@ -107,7 +115,7 @@ class CellScorer:
             self._grads.move_to_end(key)
             return self._grads[key]
         config = self.unlearn_config(Cell(1.0, 1, next(iter(self.group_params)), "mixed" if mask_unlearn else "none"))
-        g = first_query_gradient(self.model, self.query(target_id), config, names=self.union)
+        g = _on_cpu(first_query_gradient(self.model, self.query(target_id), config, names=self.union))
         self._grads[key] = g
         while len(self._grads) > self._grad_slots:
             self._grads.popitem(last=False)
@@ -128,21 +136,21 @@ class CellScorer:
             self._trajectory = (key, steps, [])
         _, steps, path = self._trajectory
         while len(path) < cell.steps:
-            path.append(next(steps))
+            path.append(_on_cpu(next(steps)))
         return path[cell.steps - 1]
 
     def base(self, mask_loss: bool) -> torch.Tensor:
         """L(z_i, θ0) for every scored item, once per M_L (on disk when a cache dir is given)."""
         if mask_loss not in self._base:
             self._base[mask_loss] = base_losses(self.model, self.latents, self.score, mask_loss, cache_dir=self.cache_dir,
-                                                model_hash=self.model_hash)
+                                                model_hash=self.model_hash, job=self.job)
         return self._base[mask_loss]
 
     def scores(self, cell: Cell, target_id: str) -> tuple[np.ndarray, Params]:
         """τ(z_tar, z_i) for every scored item under the cell, and the delta."""
         delta = self.delta(cell, target_id)
         mask_loss = mask_setting(cell.mask)[1]
-        tau = score_many(self.model, [delta], self.latents, self.score, mask_loss, base=self.base(mask_loss))[0]
+        tau = score_many(self.model, [delta], self.latents, self.score, mask_loss, base=self.base(mask_loss), job=self.job)[0]
         return tau.numpy(), delta
 
     def rel_update(self, delta: Mapping[str, torch.Tensor], group: str) -> float:
