@@ -11,7 +11,7 @@ and noise of item i are seeded by its id (`make_plan`), so batching does not cha
 partial float64 sums every few batches, resumes after an interruption, and writes
 `fisher.safetensors` (float32 F per target parameter) and `config.json`. Under torchrun each rank
 sums a contiguous block of the batches still missing into its own checkpoint (`shard.SumShards`)
-and the job' sums are all-reduced; the math (`batch_square_sums`, `fisher_diag`) is the same.
+and the ranks' sums are all-reduced; the math (`batch_square_sums`, `fisher_diag`) is the same.
 Plans, batches and sums live on the config's device; `precision="bf16"` runs the per-sample
 gradients under bf16 autocast (gradients and sums stay float32 / float64).
 """
@@ -309,7 +309,7 @@ def fit_fisher(
     `partial/rank-<r>.safetensors`; a rerun with the same config computes only the rows no file
     covers (with one process, the same F bit for bit). `max_batches` stops after that many batches
     in this call (time-sliced jobs): the stage then stays pending and a later call finishes it.
-    With `job` from a torchrun job, each rank takes a contiguous block of the missing batches and
+    With `job` (a torchrun job), each rank takes a contiguous block of the missing batches and
     the sums are all-reduced; rank 0 writes the artifact.
     """
     out_dir = Path(out_dir)
@@ -364,7 +364,7 @@ def fit_fisher(
                 "n_params": sum(f.numel() for f in fisher.diag.values()),
                 "n_zero_entries": zeros,
                 "mean_f": mean_fisher(fisher.diag),
-                "job": job.world,
+                "ranks": job.world,
             },
         )
         shards.clear()

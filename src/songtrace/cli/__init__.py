@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "songtrace.cli.attribution",
     "songtrace.cli.localise",
     "songtrace.cli.selfinfluence",
+    "songtrace.cli.cost",
     "songtrace.cli.baselines",
     "songtrace.cli.compare",
     "songtrace.cli.index",

@@ -8,6 +8,7 @@ import typer
 
 from songtrace.cli.options import (
     CodecOption,
+    DeviceOption,
     FisherOption,
     HomeOption,
     JsonOption,
@@ -29,6 +30,7 @@ from songtrace.cli.options import (
     artifact_dir,
     console,
     name_option,
+    precision_option,
     print_json,
 )
 
@@ -47,6 +49,8 @@ def fisher(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training items per batch.")] = 8,
     sample_chunk: Annotated[int, typer.Option("--sample-chunk", help="(item, timestep) samples per vmap call; bounds memory.")] = 64,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save partial sums every this many batches.")] = 10,
+    device: DeviceOption = "cpu",
+    precision: Annotated[str, precision_option("--precision", "the per-sample gradients")] = "fp32",
     name: Annotated[str, name_option("fisher")] = "demo",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
@@ -55,17 +59,26 @@ def fisher(
     """Fit the diagonal Fisher F = mean over items and timesteps of squared per-sample gradients (resumes if interrupted).
 
     The seed draws the timesteps and noise, per item id. `attribute` and `selfinfluence` read the Fisher by --name.
+    Under torchrun each rank sums a block of the items and the sums are all-reduced; a rerun computes only the rows
+    no rank finished.
+
+    On 8 GPUs: torchrun --nproc-per-node 8 -m songtrace.cli fisher --device cuda --precision bf16 --name big
 
     Example: songtrace fisher --model demo --latents demo --timesteps 16 --name demo
     """
     from songtrace.artifacts import read_json
     from songtrace.attribution.fisher import FisherConfig, fit_fisher
+    from songtrace.attribution.shard import distributed
     from songtrace.home import stage_dir
 
-    config = FisherConfig(group=group, n_timesteps=timesteps, seed=seed, mask=mask, batch_size=batch_size, sample_chunk=sample_chunk)
+    config = FisherConfig(group=group, n_timesteps=timesteps, seed=seed, mask=mask, batch_size=batch_size, sample_chunk=sample_chunk,
+                          device=device, precision=precision)
     out = stage_dir(home, "fisher", name)
-    fit_fisher(artifact_dir(home, "model", model), artifact_dir(home, "latents", latents), config, out,
-               overwrite=overwrite, checkpoint_every=checkpoint_every)
+    with distributed(device) as job:
+        fit_fisher(artifact_dir(home, "model", model), artifact_dir(home, "latents", latents), config, out,
+                   overwrite=overwrite, checkpoint_every=checkpoint_every, job=job)
+    if not job.main:
+        return
     record = read_json(out / "config.json")
     summary = {"fisher_dir": str(out), **{k: record.get(k) for k in ("n_items", "n_params", "n_zero_entries", "mean_f", "content_hash")},
                "config": record.get("config"), "inputs": record.get("inputs")}
@@ -99,6 +112,9 @@ def attribute(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the base losses L(z_i, θ0) instead of using the cache.")] = False,
     mode: Annotated[str, typer.Option("--mode", help="exact (unlearn, then score every item) or fast (first order, an index).")] = "exact",
     index: Annotated[str, typer.Option("--index", help="Fast mode: the index (a name under <home>/index, or its directory).")] = "demo",
+    device: DeviceOption = "cpu",
+    precision: Annotated[str, precision_option("--precision", "the unlearning step's query gradient")] = "fp32",
+    score_precision: Annotated[str, precision_option("--score-precision", "the scoring passes (fp32 keeps the ranking)")] = "fp32",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
@@ -112,6 +128,11 @@ def attribute(
     The seed draws the timesteps and noise, per item id. The codec decodes audio queries. Results go to --out
     (default <home>/runs/attribute/<hash of config and queries>).
 
+    Under torchrun the queries are unlearned one per rank and the training set is scored in shards over the ranks
+    (a rerun after a dead rank recomputes only its unfinished shard); rank 0 prints and writes.
+
+    On 8 GPUs: torchrun --nproc-per-node 8 -m songtrace.cli attribute --device cuda --precision bf16 -q train:ID --out run/
+
     Example: songtrace attribute --query x.latent.safetensors --query "prompt:a chorale@0" --top 20 --out run/ --json
     """
     from songtrace.artifacts import hash_json
@@ -119,6 +140,7 @@ def attribute(
     from songtrace.attribution.run import AttributeConfig
     from songtrace.attribution.run import attribute as run_attribute
     from songtrace.attribution.score import ScoreConfig
+    from songtrace.attribution.shard import distributed
     from songtrace.errors import SongtraceError
     from songtrace.home import resolve_home
     from songtrace.model.registry import load_task
@@ -126,12 +148,13 @@ def attribute(
     model_dir = artifact_dir(home, "model", model)
     task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
     unlearn, source = resolve_unlearn_config(home, task, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
-                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
+                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed, device=device,
+                                             precision=precision)
     if source is not None:
         console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
     config = AttributeConfig(
         unlearn=unlearn,
-        score=ScoreConfig(n_timesteps=score_timesteps, seed=seed, batch_size=batch_size),
+        score=ScoreConfig(n_timesteps=score_timesteps, seed=seed, batch_size=batch_size, device=device, precision=score_precision),
     )
     if top < 1:
         raise SongtraceError(f"--top must be >= 1, got {top}")
@@ -140,22 +163,27 @@ def attribute(
     codec_dir = artifact_dir(home, "codec", codec)
     if mode not in ("exact", "fast"):
         raise SongtraceError(f"unknown --mode {mode!r}; valid: exact, fast")
-    if mode == "fast":
-        from songtrace.attribution.index import attribute_fast
-        from songtrace.home import resolve_artifact
+    with distributed(device) as job:
+        if mode == "fast":  # one query gradient and a product with the index: rank 0 alone
+            from songtrace.attribution.index import attribute_fast
+            from songtrace.home import resolve_artifact
 
-        run = attribute_fast(query, config.unlearn, model_dir, artifact_dir(home, "latents", latents),
-                             artifact_dir(home, "fisher", fisher_name), resolve_artifact(home, "index", index), out_dir, home=home,
-                             codec_dir=codec_dir if codec_dir.exists() else None, caption=caption, seconds=seconds, overwrite=overwrite)
-    else:
-        run = run_attribute(
-            query, config,
-            model_dir=model_dir,
-            latents_dir=artifact_dir(home, "latents", latents),
-            fisher_dir=artifact_dir(home, "fisher", fisher_name),
-            out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
-            caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache, model=task,
-        )
+            run = attribute_fast(query, config.unlearn, model_dir, artifact_dir(home, "latents", latents),
+                                 artifact_dir(home, "fisher", fisher_name), resolve_artifact(home, "index", index), out_dir, home=home,
+                                 codec_dir=codec_dir if codec_dir.exists() else None, caption=caption, seconds=seconds,
+                                 overwrite=overwrite) if job.main else None
+            job.barrier()
+        else:
+            run = run_attribute(
+                query, config,
+                model_dir=model_dir,
+                latents_dir=artifact_dir(home, "latents", latents),
+                fisher_dir=artifact_dir(home, "fisher", fisher_name),
+                out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
+                caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache, model=task, job=job,
+            )
+    if not job.main or run is None:
+        return
     if json:
         print_json({"out_dir": str(run.out_dir), "queries": [_result_json(r, top) for r in run.results]})
         return

@@ -98,6 +98,16 @@ UnlearnTimestepsOption = Annotated[int | None, _unlearn_option("--timesteps", "T
 ScoreTimestepsOption = Annotated[int, typer.Option("--score-timesteps", help="Timesteps T per training item when scoring τ.")]
 
 
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="Where the model runs: cpu, or cuda (under torchrun each rank takes the GPU of its LOCAL_RANK).")
+]
+
+
+def precision_option(flag: str, what: str) -> Any:
+    """A `--precision`-like option: fp32, or bf16 autocast for `what` (README, Scaling out: which stages keep their ranking)."""
+    return typer.Option(flag, help=f"fp32, or bf16 (autocast) for {what}.")
+
+
 def plain_name(value: str | None) -> str | None:
     """Refuse an artifact name that is not one plain folder name: it must not reach outside `<home>/<stage>/` (`../latents/demo`)."""
     if value is None:

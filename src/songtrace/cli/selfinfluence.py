@@ -8,6 +8,7 @@ import typer
 
 from songtrace.cli.options import (
     CodecOption,
+    DeviceOption,
     EmbedderOption,
     FisherOption,
     HomeOption,
@@ -69,6 +70,7 @@ def selfinfluence(
     fisher: FisherOption = "demo",
     codec: CodecOption = "demo",
     no_save_best: Annotated[bool, typer.Option("--no-save-best", help="Do not save the best config for this model.")] = False,
+    device: DeviceOption = "cpu",
     home: HomeOption = None,
     overwrite: OverwriteOption = False,
     json: JsonOption = False,
@@ -80,18 +82,26 @@ def selfinfluence(
     all weights if missing; the codec decodes generations for FD. Results go to --out (default
     <home>/runs/selfinfluence/<config hash>).
 
+    Under torchrun every scoring pass is sharded over the ranks; rank 0 writes the grid.
+
+    On 8 GPUs: torchrun --nproc-per-node 8 -m songtrace.cli selfinfluence --device cuda --out si/
+
     Example: songtrace selfinfluence --targets 40 --out si/ --json
     """
+    from songtrace.attribution.shard import distributed
     from songtrace.selfinfluence.inputs import selfinfluence_from_dirs
     from songtrace.selfinfluence.run import SelfInfluenceConfig
 
     config = SelfInfluenceConfig(
         targets=targets, stage_a_targets=stage_a_targets, lrs=_floats(lrs, "lrs"), lr_mode=lr_mode, steps=_ints(steps, "steps"),
         groups=_names(groups), masks=_names(masks), staged=not full, k=k, score_timesteps=score_timesteps,
-        unlearn_timesteps=unlearn_timesteps, damping=damping, embedder=embedder, fd=fd, fd_prompts=fd_prompts, seed=seed,
+        unlearn_timesteps=unlearn_timesteps, damping=damping, embedder=embedder, fd=fd, fd_prompts=fd_prompts, seed=seed, device=device,
     )
-    result = selfinfluence_from_dirs(config, home=home, model=model, latents=latents, world=world, fisher=fisher, codec=codec,
-                                     out_dir=out, overwrite=overwrite, save_best=not no_save_best)
+    with distributed(device) as job:
+        result = selfinfluence_from_dirs(config, home=home, model=model, latents=latents, world=world, fisher=fisher, codec=codec,
+                                         out_dir=out, overwrite=overwrite, save_best=not no_save_best, job=job)
+    if not job.main:
+        return
     if json:
         print_json(_summary(result))
         return
