@@ -5,9 +5,19 @@ import torch
 from scipy.stats import spearmanr
 
 from fixtures_model import synthetic_latent_set, tiny_dit
-from songtrace.attribution import FisherConfig, ScoreConfig, compute_fisher, score_many, split_params, target_params
+from songtrace.attribution import (
+    FisherConfig,
+    ScoreConfig,
+    UnlearnConfig,
+    compute_fisher,
+    score_many,
+    split_params,
+    target_params,
+    unlearn,
+)
 from songtrace.attribution.fisher import batch_square_sums
 from songtrace.attribution.score import item_losses
+from songtrace.attribution.unlearn import query_gradient, query_plan
 from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
 from songtrace.model.dit import DiT, DiTConfig
@@ -15,7 +25,7 @@ from songtrace.model.task import as_task, autocast, on_device, runtime_device
 
 
 def test_configs_hold_a_device_and_a_precision_and_refuse_unknown_ones():
-    for cls in (FisherConfig, ScoreConfig):
+    for cls in (FisherConfig, ScoreConfig, UnlearnConfig):
         c = cls(device="meta", precision="bf16")
         assert cls.from_dict(c.to_dict()) == c and cls().device == "cpu" and cls().precision == "fp32"
         with pytest.raises(SongtraceError, match="unknown device 'gpu'"):
@@ -52,6 +62,10 @@ def test_fisher_and_losses_run_on_meta_so_nothing_in_the_inner_loop_lives_on_the
     with torch.no_grad():
         losses = item_losses(task, None, batch, plan, True, 2)
     assert losses.shape == (3,) and losses.device.type == "meta"
+    query = batch.select([0])
+    qplan = query_plan(query, UnlearnConfig(n_timesteps=4), device="meta")
+    grads = query_gradient(task, target, frozen, query, qplan, True, chunk=2)
+    assert all(g.device.type == "meta" and g.shape == target[k].shape for k, g in grads.items())
 
 
 def test_a_stable_audio_sized_dit_builds_on_meta_and_runs_a_two_minute_forward():
@@ -86,6 +100,19 @@ def test_bf16_autocast_fisher_keeps_float_sums_and_stays_close_to_fp32():
         assert bf16.diag[k].dtype == torch.float32 and bf16.diag[k].shape == f.shape
         assert not torch.equal(bf16.diag[k], f)  # autocast did run in bf16
         assert float((bf16.diag[k] - f).norm() / f.norm()) < 0.1
+
+
+def test_bf16_autocast_unlearning_gives_nearly_the_fp32_step():
+    model = tiny_dit()
+    data = synthetic_latent_set()
+    fisher = compute_fisher(model, data, FisherConfig(n_timesteps=2, batch_size=3))
+    query = data.batch([1])
+    fp32 = unlearn(model, fisher, query, UnlearnConfig(lr=1e-3, n_timesteps=8, timestep_chunk=4))
+    bf16 = unlearn(model, fisher, query, UnlearnConfig(lr=1e-3, n_timesteps=8, timestep_chunk=4, precision="bf16"))
+    a = torch.cat([v.flatten() for v in fp32.values()])
+    b = torch.cat([bf16[k].flatten() for k in fp32])
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
 
 
 def test_bf16_autocast_scores_rank_like_fp32():
