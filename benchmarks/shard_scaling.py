@@ -98,7 +98,8 @@ def launch(stage: str, nproc: int, data: Path, work: Path, timesteps: int) -> di
         raise SystemExit(f"{stage} with {nproc} processes failed:\n{done.stderr[-3000:]}")
     result = json.loads(out.read_text())
     ranks = result["ranks"]
-    return {"wall": max(r["wall"] for r in ranks), "cpu_total": sum(r["cpu"] for r in ranks), "cpu_slowest_rank": max(r["cpu"] for r in ranks),
+    return {"wall": max(r["wall"] for r in ranks), "cpu_total": sum(r["cpu"] for r in ranks),
+            "cpu_slowest_rank": max(r["cpu"] for r in ranks),
             "launch_wall": launch_wall, "items": result["items"], "load_before": load, "load_after": os.getloadavg()[0]}
 
 
