@@ -5,6 +5,7 @@ is exactly what a rerun after a dead rank sees: some ranks' shards on disk, the 
 The real multi-process runs (torchrun, gloo) are in test_attribution_torchrun.py.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from songtrace.attribution import (
     split_params,
     target_params,
 )
+from songtrace.attribution.index import IndexConfig, build_index, shard_path
 from songtrace.attribution.shard import (
     SINGLE,
     Job,
@@ -130,3 +132,19 @@ def test_a_fisher_rank_that_died_leaves_its_rows_done_and_the_rerun_computes_onl
         # only the order of the float64 additions differs, ~1e-16 relative: the float32 F agrees to its last bit or one ulp
         assert torch.allclose(merged[k], f, rtol=2.5e-7, atol=0), k
     assert not (out / "partial").exists()
+
+
+def test_index_build_ranks_build_their_blocks_and_a_rerun_finishes(tmp_path, tiny_model, tiny_latents):
+    fisher = tmp_path / "fisher"
+    fit_fisher(tiny_model, tiny_latents, FisherConfig(n_timesteps=2, batch_size=2, sample_chunk=8), fisher)
+    config = IndexConfig(dim=16, projection="gaussian", score=ScoreConfig(n_timesteps=2, batch_size=2), shard_items=2, sample_chunk=8)
+    n = len(LatentSet.load(tiny_latents).subset("train"))
+    ranges = [(a, min(n, a + 2)) for a in range(0, n, 2)]
+    out = tmp_path / "index"
+    assert build_index(tiny_model, tiny_latents, fisher, config, out, job=Job(1, 2)) is None  # rank 1's block only
+    built = [shard_path(out, a, b).exists() for a, b in ranges]
+    assert built == [i >= len(ranges) // 2 for i in range(len(ranges))]
+    index = build_index(tiny_model, tiny_latents, fisher, config, out)  # one process finishes rank 0's block
+    whole = build_index(tiny_model, tiny_latents, fisher, config, tmp_path / "whole")
+    assert index is not None and whole is not None
+    assert all(np.array_equal(a, b) for a, b in zip(index.shards(), whole.shards(), strict=True))

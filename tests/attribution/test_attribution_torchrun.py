@@ -1,6 +1,6 @@
-"""`torchrun --nproc-per-node 2 songtrace fisher | attribute` with gloo on the CPU: the merged results equal one process's.
+"""`torchrun --nproc-per-node 2 songtrace fisher | attribute | index build` with gloo on the CPU: merged results = one process's.
 
-Scores: bit for bit (every shard is whole batches, so each batch holds the same items, shapes and
+Scores and the index: bit for bit (every shard is whole batches, so each batch holds the same items, shapes and
 code path as in one process, one torch thread each). Fisher: the ranks' float64 sums are added in
 another order than one process adds its batches (relative error ~1e-16), so the float32 F agrees to
 within one unit in the last place (in practice nearly every entry is identical).
@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -60,3 +61,14 @@ def test_two_gloo_ranks_give_the_single_process_fisher_and_scores(tmp_path, tiny
     record = read_json(tmp_path / "a2" / "config.json")
     assert record["ranks"] == 2 and not (tmp_path / "a2" / "shards").exists()
     assert len(list((home / "cache" / "base_losses").glob("*.safetensors"))) == 1  # the sharded base losses were merged into the cache
+
+    index_args = ["index", "build", *common, "--fisher", "one", "-k", "16", "--projection", "gaussian", "--timesteps", "2",
+                  "--batch-size", "2", "--shard-items", "4", "--json"]
+    one = CliRunner().invoke(app, [*index_args, "--name", "i1"])
+    assert one.exit_code == 0, one.output
+    two = torchrun([*index_args, "--name", "i2"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads(two.stdout)["complete"] and read_json(home / "index" / "i2" / "config.json")["ranks"] == 2
+    shards1, shards2 = (sorted((home / "index" / name / "shards").glob("*.npy")) for name in ("i1", "i2"))
+    assert [p.name for p in shards1] == [p.name for p in shards2] and len(shards1) > 1
+    assert all(np.array_equal(np.load(a), np.load(b)) for a, b in zip(shards1, shards2, strict=True))

@@ -49,6 +49,7 @@ from songtrace.attribution.fisher import Fisher, check_fisher, check_fits, check
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.projection import PROJECTIONS, Projector
 from songtrace.attribution.score import ScoreConfig
+from songtrace.attribution.shard import SINGLE, Job
 from songtrace.attribution.unlearn import DAMPING_MODES, UnlearnConfig, damping_value, query_gradient, query_plan
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
@@ -271,11 +272,12 @@ def load_index(out_dir: str | Path) -> AttributionIndex:
 
 
 def build_index(model_dir: str | Path, latents_dir: str | Path, fisher_dir: str | Path, config: IndexConfig, out_dir: str | Path,
-                shard: int | None = None, overwrite: bool = False) -> AttributionIndex | None:
+                shard: int | None = None, overwrite: bool = False, job: Job = SINGLE) -> AttributionIndex | None:
     """Build (or resume, or skip) the index of the `config.score.split` items; returns it when every shard is done.
 
-    `shard=i` builds only the i-th item range (one process per shard, e.g. a torchrun rank); the
-    call that finds every shard done finishes the stage. Refuses a Fisher of another model or data.
+    `shard=i` builds only the i-th item range (one process per shard, by hand); the call that finds
+    every shard done finishes the stage. Under torchrun (`job`), each rank builds a contiguous block
+    of the shards and rank 0 finishes the stage. Refuses a Fisher of another model or data.
     """
     from songtrace.model.registry import load_task
 
@@ -287,24 +289,28 @@ def build_index(model_dir: str | Path, latents_dir: str | Path, fisher_dir: str 
     data = latents.subset(config.score.split)
     check_latents_fit(task, data)
     inputs = {"model": task.identity(), "latents": latents.content_hash(), "fisher": artifact_hash(fisher_dir)}
-    if begin_stage(out_dir, config, inputs, overwrite=overwrite):
+    if job.main_first(lambda: begin_stage(out_dir, config, inputs, overwrite=overwrite)):
         return load_index(out_dir)
     ranges = shard_ranges(len(data), config.shard_items)
     if shard is not None and not 0 <= shard < len(ranges):
         raise SongtraceError(f"--shard {shard} is out of range: the index has {len(ranges)} shards (0..{len(ranges) - 1})")
     ctx = IndexContext.make(task, fisher, config)
     started = time.perf_counter()
-    for i, (a, b) in enumerate(ranges):
-        if shard is None or shard == i:
-            build_index_shard(ctx, data, config, a, b, out_dir)
+    for i in job.block(range(len(ranges))) if shard is None else [shard]:
+        build_index_shard(ctx, data, config, *ranges[i], out_dir)
+    job.barrier()
     if not all(shard_done(shard_path(out_dir, a, b), b - a) for a, b in ranges):
         return None
+    if not job.main:
+        job.barrier()  # rank 0 finishes the stage
+        return load_index(out_dir)
     content = hash_json({"shards": [sha256_file(shard_path(out_dir, a, b)) for a, b in ranges], "inputs": inputs})
     finish_stage(out_dir, config, inputs, content_hash=content, extra={
         "ids": data.ids, "n_items": len(data), "n_fisher_items": fisher.n_items, "k": ctx.projector.out_dim,
         "n_params": ctx.projector.n_params,
         "shards": len(ranges), "seconds_this_call": round(time.perf_counter() - started, 2), "fisher_dir": str(fisher_dir),
-        "model_dir": str(model_dir), "latents_dir": str(latents_dir)})
+        "model_dir": str(model_dir), "latents_dir": str(latents_dir), "ranks": job.world})
+    job.barrier()
     return load_index(out_dir)
 
 

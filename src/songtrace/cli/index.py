@@ -46,18 +46,25 @@ def build(
 ) -> None:
     """Project every training item's timestep-averaged, (F + λ)^(-1/2)-scaled loss gradient to k dimensions; resumable and shardable.
 
+    Under torchrun each rank builds a block of the shards (use --shard-items small enough for several shards per rank):
+    torchrun --nproc-per-node 8 -m songtrace.cli index build --shard-items 2048 --name big
+
     Example: songtrace index build --model demo --fisher demo -k 1024 --name demo
     """
     from songtrace.attribution.index import IndexConfig, build_index
     from songtrace.attribution.score import ScoreConfig
+    from songtrace.attribution.shard import distributed
     from songtrace.home import stage_dir
 
     config = IndexConfig(dim=dim, projection=projection, projection_seed=seed, group=group, damping=damping, damping_mode=damping_mode,
                          mask_loss=mask_loss, score=ScoreConfig(n_timesteps=timesteps, seed=seed, batch_size=batch_size),
                          shard_items=shard_items)
     out = stage_dir(home, "index", name)
-    index = build_index(artifact_dir(home, "model", model), artifact_dir(home, "latents", latents),
-                        artifact_dir(home, "fisher", fisher_name), config, out, shard=shard, overwrite=overwrite)
+    with distributed("cpu") as job:
+        index = build_index(artifact_dir(home, "model", model), artifact_dir(home, "latents", latents),
+                            artifact_dir(home, "fisher", fisher_name), config, out, shard=shard, overwrite=overwrite, job=job)
+    if not job.main:
+        return
     summary = {"index_dir": str(out), "complete": index is not None}
     if index is not None:
         summary.update({k: index.record.get(k) for k in ("n_items", "k", "n_params", "shards", "content_hash")})
