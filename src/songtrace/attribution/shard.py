@@ -1,6 +1,6 @@
 """Sharding a stage over the ranks of a torchrun job: which rows a rank owns, shard files with completion markers, merging.
 
-`torchrun --nproc-per-node K songtrace fisher | attribute | selfinfluence ...` starts K processes;
+`torchrun --nproc-per-node K songtrace fisher | attribute | index build | selfinfluence ...` starts K processes;
 `distributed(device)` joins them into one process group (gloo on CPU, nccl on GPU; more machines
 are torchrun's `--nnodes` and rendezvous, nothing here). The training set's rows are cut into
 shards; every rank computes a contiguous block of the shards still missing and writes each one
@@ -8,7 +8,7 @@ atomically as it finishes, so a shard file that exists is finished (it is its ow
 marker). The ranks then meet and merge. A rank that dies loses only the shard it was computing; a
 rerun, with any number of ranks, skips every finished shard. Two shapes of result:
 
-- per-row results (base losses, scores, index rows): `map_shards` computes `compute(rows)` per shard
+- per-row results (base losses, scores, the queries' deltas): `map_shards` computes `compute(rows)` per shard
   and concatenates the shards in row order. Shards start at batch boundaries, so every batch holds
   the same items, shapes and code path as in one process: the merged result is bit for bit the
   single-process one.
@@ -16,7 +16,8 @@ rerun, with any number of ranks, skips every finished shard. Two shapes of resul
   rank, checkpointed with the row ranges it covers; the ranks' sums are all-reduced. Only the order
   of the float64 additions differs from one process (relative error ~1e-16, far below float32).
 
-The math is not here: callers pass the pure per-shard computation. `Job` is the process's place in
+The fast index keeps its own memory-mapped shards (`index.build_index`) and takes its ranks' blocks
+with `Job.block`. The math is not here: callers pass the pure per-shard computation. `Job` is the process's place in
 the torchrun job; `Job(rank=r, world=W)` without a process group runs rank r's share alone (tests, time slices).
 """
 
