@@ -3,6 +3,8 @@
 import pytest
 import torch
 from scipy.stats import spearmanr
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fixtures_model import synthetic_latent_set, tiny_dit
 from songtrace.attribution import (
@@ -49,23 +51,57 @@ def test_plans_are_drawn_on_the_device_and_cpu_draws_are_unchanged():
     assert meta.noise.device.type == "meta" and meta.noise.shape == cpu.noise.shape and meta.t.shape == cpu.t.shape
 
 
-def test_fisher_and_losses_run_on_meta_so_nothing_in_the_inner_loop_lives_on_the_host():
-    # a CPU tensor meeting a meta tensor raises, so these passes prove every tensor of the inner loops is made on the device
+class HostTraffic(TorchDispatchMode):
+    """Records every op that touches a tensor off `device` (a host tensor in a device op, a copy between devices) or reads a scalar back.
+
+    On a GPU each of these is a host-device copy or a synchronisation. The meta device alone does not catch
+    them all (`meta @ cpu` and indexing with a CPU index run silently), so every op is inspected; 0-d
+    tensors (Python scalars) are allowed, as a CUDA kernel takes them by value.
+    """
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        self.events: list[str] = []
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.ops += 1
+        tensors = [t for t in pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        if func is torch.ops.aten._local_scalar_dense.default or any(t.device != self.device and t.dim() > 0 for t in tensors):
+            self.events.append(str(func))
+        return out
+
+
+def test_the_inner_loops_make_no_host_device_traffic():
+    # Fisher per-sample squares, scoring losses and the query gradient on meta, every op watched
     model = tiny_dit().to("meta")
     task = as_task(model)
-    data = synthetic_latent_set()
-    batch = data.batch([0, 1, 2]).to("meta")
-    target, frozen = split_params(model, target_params(model, "all"))
-    sums = batch_square_sums(task, target, frozen, batch, FisherConfig(n_timesteps=3, sample_chunk=4, mask=True))
-    assert all(v.device.type == "meta" and v.dtype == torch.float64 and v.shape == target[k].shape for k, v in sums.items())
-    plan = make_plan(batch.ids, 4, task.latent_shape, 0, device="meta")
-    with torch.no_grad():
-        losses = item_losses(task, None, batch, plan, True, 2)
-    assert losses.shape == (3,) and losses.device.type == "meta"
+    batch = synthetic_latent_set().batch([0, 1, 2]).to("meta")
     query = batch.select([0])
+    target, frozen = split_params(model, target_params(model, "all"))
+    plan = make_plan(batch.ids, 4, task.latent_shape, 0, device="meta")
     qplan = query_plan(query, UnlearnConfig(n_timesteps=4), device="meta")
-    grads = query_gradient(task, target, frozen, query, qplan, True, chunk=2)
+    with HostTraffic("meta") as watch:
+        sums = batch_square_sums(task, target, frozen, batch, FisherConfig(n_timesteps=3, sample_chunk=4, mask=True))
+        with torch.no_grad():
+            losses = item_losses(task, None, batch, plan, True, 2)
+        grads = query_gradient(task, target, frozen, query, qplan, True, chunk=2)
+    assert watch.ops > 1000 and watch.events == []
+    assert all(v.device.type == "meta" and v.dtype == torch.float64 and v.shape == target[k].shape for k, v in sums.items())
+    assert losses.shape == (3,) and losses.device.type == "meta"
     assert all(g.device.type == "meta" and g.shape == target[k].shape for k, g in grads.items())
+
+
+def test_the_traffic_watch_catches_what_meta_lets_through():
+    x = torch.empty(3, 4, device="meta")
+    with HostTraffic("meta") as watch:
+        x @ torch.ones(4, 2)  # runs silently on meta, a host-to-device copy on a GPU
+        x[torch.tensor([0, 1])]  # a CPU index tensor
+        x * 2.0  # a scalar: fine
+    assert watch.events.count("aten.mm.default") == 1 and "aten.index.Tensor" in watch.events and "aten.mul.Tensor" not in watch.events
 
 
 def test_a_stable_audio_sized_dit_builds_on_meta_and_runs_a_two_minute_forward():
