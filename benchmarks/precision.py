@@ -32,7 +32,6 @@ from scipy.stats import spearmanr
 from songtrace.attribution import FisherConfig, ScoreConfig, UnlearnConfig, base_losses, compute_fisher, score_many, unlearn
 from songtrace.data.latents import LatentSet
 from songtrace.model.registry import load_model
-from songtrace.model.task import autocast
 from songtrace.model.train import TrainConfig, train_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,8 +91,7 @@ def main() -> None:
     base = {p: base_losses(model, data, dataclasses.replace(score_cfg, precision=p), mask_loss) for p in ("fp32", "bf16")}
 
     def delta_for(query, fisher_precision: str, unlearn_precision: str) -> dict[str, torch.Tensor]:
-        with autocast("cpu", unlearn_precision):
-            return unlearn(model, fishers[fisher_precision], query, unlearn_cfg)
+        return unlearn(model, fishers[fisher_precision], query, dataclasses.replace(unlearn_cfg, precision=unlearn_precision))
 
     def tau(delta, score_precision: str, seed: int = 0) -> torch.Tensor:
         cfg = dataclasses.replace(score_cfg, precision=score_precision, seed=seed)
