@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from songtrace.artifacts import load_safetensors, read_json
+from songtrace.artifacts import load_safetensors, read_json, verify_artifact
 from songtrace.cli import app
 from songtrace.data.latents import LatentSet
 
@@ -46,6 +46,7 @@ def test_two_gloo_ranks_give_the_single_process_fisher_and_scores(tmp_path, tiny
         assert torch.allclose(f2[k], f1[k], rtol=2.5e-7, atol=0), k
     assert read_json(home / "fisher" / "two" / "config.json")["ranks"] == 2
     assert not (home / "fisher" / "two" / "partial").exists()
+    assert verify_artifact(home / "fisher" / "two", level="full") == []  # the completion marker lists exactly what rank 0 left
 
     train = LatentSet.load(tiny_latents).subset("train")
     queries = ["--query", f"train:{train.ids[0]}", "--query", f"train:{train.ids[3]}"]
@@ -60,6 +61,7 @@ def test_two_gloo_ranks_give_the_single_process_fisher_and_scores(tmp_path, tiny
     assert (s1["score"].to_numpy() == s2["score"].to_numpy()).all()  # bit for bit
     record = read_json(tmp_path / "a2" / "config.json")
     assert record["ranks"] == 2 and not (tmp_path / "a2" / "shards").exists()
+    assert verify_artifact(tmp_path / "a1", level="full") == [] and verify_artifact(tmp_path / "a2", level="full") == []
     assert len(list((home / "cache" / "base_losses").glob("*.safetensors"))) == 1  # the sharded base losses were merged into the cache
 
     index_args = ["index", "build", *common, "--fisher", "one", "-k", "16", "--projection", "gaussian", "--timesteps", "2",
@@ -69,6 +71,7 @@ def test_two_gloo_ranks_give_the_single_process_fisher_and_scores(tmp_path, tiny
     two = torchrun([*index_args, "--name", "i2"])
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads(two.stdout)["complete"] and read_json(home / "index" / "i2" / "config.json")["ranks"] == 2
+    assert verify_artifact(home / "index" / "i2", level="full") == []
     shards1, shards2 = (sorted((home / "index" / name / "shards").glob("*.npy")) for name in ("i1", "i2"))
     assert [p.name for p in shards1] == [p.name for p in shards2] and len(shards1) > 1
     assert all(np.array_equal(np.load(a), np.load(b)) for a, b in zip(shards1, shards2, strict=True))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from songtrace.artifacts import verify_artifact
 from songtrace.attribution import FisherConfig, fit_fisher
 from songtrace.cli import app
 
@@ -40,6 +41,7 @@ def test_two_gloo_ranks_give_the_single_process_grid(tmp_path, tiny_world, tiny_
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "songtrace.cli", *args,
                           "--home", str(two_home), "--out", str(tmp_path / "si2")], capture_output=True, text=True, env=env, timeout=1800)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert verify_artifact(tmp_path / "si2", level="full") == []
     for name in ("grid.parquet", "targets.parquet"):
         a, b = pd.read_parquet(tmp_path / "si1" / name), pd.read_parquet(tmp_path / "si2" / name)
         keep = [c for c in a.columns if "seconds" not in c and "wall" not in c]

@@ -315,6 +315,7 @@ def attribute(
     credits = pd.concat([r.credits for r in results], ignore_index=True)
     write_parquet(out_dir / SCORES_FILE, scores)
     write_parquet(out_dir / CREDITS_FILE, credits)
+    ShardStore(out_dir / SHARDS_DIR).clear()  # merged and written: the completion marker lists only the run's own files
     record = finish_stage(
         out_dir,
         config,
@@ -335,7 +336,6 @@ def attribute(
             "ranks": job.world,
         },
     )
-    ShardStore(out_dir / SHARDS_DIR).clear()
     job.barrier()
     return AttributionRun(out_dir, results, record)
 
