@@ -514,6 +514,68 @@ def cases() -> list[Case]:
         e, rows=[("t0.wav", "a", "x", "fast")], n=1, header="file,caption,artist,bpm"))
     add("import-nul-in-path", "import", IMPORT, setup=lambda e: import_folder(e, rows=[("t0\x00.wav", "a", "x")], n=1))
 
+    # ---- commands added after the issue was filed: ground truth, fast index, model import, external codecs, opt-out,
+    # ---- localisation and the report (the same standard: a clear refusal before any work, or a checked result)
+    gt = ["groundtruth", "--name", "g", "--subsets", "3", "--loo-items", "0", "--no-loao", "--generated", "0", "--no-evaluate", *h]
+    add("groundtruth-alpha-nan", "new-commands", [*gt, "--alpha", "nan"])
+    add("groundtruth-alpha-1", "new-commands", [*gt, "--alpha", "1"])
+    add("groundtruth-subsets-2", "new-commands", [*gt[:3], "--subsets", "2", *gt[5:]])
+    add("groundtruth-measure-timesteps-odd", "new-commands", [*gt, "--measure-timesteps", "3"])
+    add("groundtruth-seeds-not-numbers", "new-commands", [*gt, "--loo-seeds", "a,b"])
+    add("groundtruth-name-escapes", "new-commands", [*gt[:1], "--name", "../models/demo", *gt[3:], "--overwrite"])
+    ix = ["index", "build", "--name", "i", "--timesteps", "2", *h]
+    add("index-dim-0", "new-commands", [*ix, "--dim", "0"])
+    add("index-damping-nan", "new-commands", [*ix, "--damping", "nan"])
+    add("index-damping-inf", "new-commands", [*ix, "--damping", "inf"])
+    add("index-timesteps-0", "new-commands", [*ix[:4], "--timesteps", "0", *h])
+    add("index-projection-bogus", "new-commands", [*ix, "--projection", "bogus"])
+    add("index-shard-out-of-range", "new-commands", [*ix, "--shard", "7"])
+    add("index-name-escapes", "new-commands", [*ix[:2], "--name", "../models/demo", *ix[4:], "--overwrite"])
+    add("attribute-fast-without-index", "new-commands", [*att, "--mode", "fast", "--index", "nowhere", *ATTR])
+    add("model-import-no-source", "new-commands", ["model", "import", "--name", "m", *h])
+    add("model-import-missing-folder", "new-commands", ["model", "import", "--diffusers", "{work}/nowhere", "--name", "m", *h])
+    add("model-import-not-a-pipeline", "new-commands", ["model", "import", "--diffusers", "{work}/pipe", "--name", "m", *h],
+        setup=lambda e: _fake_pipeline(e.work / "pipe", "{not json"))
+    add("model-import-diffusers-pickle-weights", "new-commands", ["model", "import", "--diffusers", "{work}/pipe", "--name", "m", *h],
+        setup=lambda e: _fake_pipeline(e.work / "pipe"))
+    # (a valid stable-audio-tools config with a pickled .ckpt is refused unless --allow-pickle: tests/model/test_sat_import.py)
+    add("model-import-sat-config-incomplete", "new-commands", ["model", "import", "--sat", "{work}/sat", "--name", "m", *h],
+        setup=lambda e: _fake_sat(e.work / "sat"))
+    add("model-import-name-escapes", "new-commands", ["model", "import", "--sat", "{work}/sat", "--name", "../latents/demo", "--overwrite",
+                                                      *h], setup=lambda e: _fake_sat(e.work / "sat"))
+    add("encode-codec-unknown-kind", "new-commands", ["encode", "--codec", "bogus:{work}", "--name", "l", *h])
+    add("encode-codec-missing-folder", "new-commands", ["encode", "--codec", "diffusers:{work}/nowhere", "--name", "l", *h])
+    add("encode-codec-pickle-weights", "new-commands", ["encode", "--codec", "diffusers:{work}/pipe", "--name", "l", *h],
+        setup=lambda e: _fake_pipeline(e.work / "pipe"))
+    oo = ["optout", "--artist", "Kilfenora Road", "--name", "o", *h]
+    add("optout-lr-inf", "new-commands", [*oo, "--method", "ga", "--lr", "inf"])
+    add("optout-set-nan", "new-commands", [*oo, "--method", "bounded", "--set", "lam=nan"])
+    add("optout-set-unknown", "new-commands", [*oo, "--method", "ga", "--set", "bogus=1"])
+    add("optout-set-not-a-pair", "new-commands", [*oo, "--method", "ga", "--set", "lam"])
+    add("optout-ids-missing-file", "new-commands", ["optout", "--ids", "{work}/none.txt", "--method", "ga", "--name", "o", *h])
+    add("optout-regex-bad", "new-commands", ["optout", "--caption-regex", "(", "--method", "ga", "--name", "o", *h])
+    add("optout-name-escapes", "new-commands", [*oo[:3], "--name", "../latents/demo", *h, "--method", "ga", "--steps", "1", "--overwrite"])
+    add("optout-eval-missing-checkpoint", "new-commands", ["optout-eval", "nope", *h])
+    add("optout-eval-timesteps-0", "new-commands", ["optout-eval", "demo", "--timesteps", "0", "--out", "{work}/ev", *h])
+    add("optout-eval-sampler-steps-negative", "new-commands", ["optout-eval", "demo", "--sampler-steps", "-2", "--out", "{work}/ev", *h])
+    loc = ["localise", "-q", "train:t0000", "--out", "{work}/loc", *ATTR, *h]
+    for v in ("nan", "inf", "0", "-1"):
+        add(f"localise-window-{v}", "new-commands", [*loc, "--window", v])
+    add("localise-top-0", "new-commands", [*loc, "--top", "0"])
+    add("localise-latent-nan", "new-commands", ["localise", "-q", "{work}/q.latent.safetensors", "--out", "{work}/loc", *ATTR, *h],
+        setup=lambda e: latent_variant(e, e.work / "q.latent.safetensors", latents=with_nan))
+    add("localise-ok", "new-commands", [*loc, "--window", "1"], expect="ok", check=exit_ok)
+    rp = ["report", "--out", "{work}/r.html", *h]
+    add("report-not-a-run", "new-commands", [*rp, "{work}"])
+    add("report-run-missing", "new-commands", [*rp, "{work}/nothing"])
+    add("report-top-0", "new-commands", [*rp, "{home}/demo/attribution", "--top", "0"])
+    add("report-scores-truncated", "new-commands", [*rp, "{home}/demo/attribution"],
+        setup=lambda e: truncate(e.home / "demo/attribution/scores.parquet"))
+    add("report-ok", "new-commands", [*rp, "{home}/demo/attribution"], expect="ok", check=lambda e, o: None if (
+        e.work / "r.html").stat().st_size > 1000 else "no report page written")
+    latent_case("latent-no-seconds-total-ok", seconds_total=None)
+    out[-1] = dataclasses.replace(out[-1], group="new-commands", expect="ok", check=seconds_from_frames("run"))
+
     # ---- other commands
     add("optout-unknown-artist", "other", ["optout", "--artist", "Nobody", "--method", "ga", "--name", "o", *h])
     add("optout-method-bogus", "other", ["optout", "--artist", "Kilfenora Road", "--method", "bogus", "--name", "o", *h])
@@ -524,6 +586,41 @@ def cases() -> list[Case]:
     add("world-info-ok", "other", ["world", "info", *h], expect="ok", check=exit_ok)
     add("selfinfluence-ok", "other", ["selfinfluence", "--out", "{work}/si", *SI, *h], expect="ok", check=exit_ok)
     return out
+
+
+def seconds_from_frames(run_rel: str) -> Callable[[Env, dict[str, Any]], str | None]:
+    """A bare latent (no seconds_total) is conditioned on its frames at the data's frame rate, never on a made-up duration."""
+
+    def check(env: Env, out: dict[str, Any]) -> str | None:
+        bad = finite_scores(run_rel)(env, out)
+        if bad:
+            return bad
+        record = json.loads((env.work / run_rel / "config.json").read_text())
+        got = [q.get("seconds") for q in record.get("queries", [])]
+        t = _tensors(env.gen)
+        want = float(t["seconds_total"].reshape(-1)[0])
+        if not got or got[0] is None:
+            return "the run does not record the seconds the query was conditioned on"
+        return None if abs(float(got[0]) - want) <= 0.1 * want else f"seconds_total {got[0]} recorded, the track lasts {want:.3g} s"
+
+    return check
+
+
+def _fake_pipeline(folder: Path, index: str | None = None) -> None:
+    """A diffusers StableAudioPipeline folder whose weights are pickle files (`.bin`), as an untrusted download may be."""
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(index if index is not None else json.dumps({"_class_name": "StableAudioPipeline"}))
+    for part in ("transformer", "projection_model", "scheduler", "vae", "text_encoder", "tokenizer"):
+        (folder / part).mkdir()
+        (folder / part / "config.json").write_text("{}")
+        (folder / part / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04" + os.urandom(256))
+
+
+def _fake_sat(folder: Path) -> None:
+    """A stable-audio-tools folder whose weights are a pickle-capable `.ckpt` (of random bytes)."""
+    folder.mkdir(parents=True)
+    (folder / "model_config.json").write_text(json.dumps({"model_type": "diffusion_cond", "sample_rate": 44100, "sample_size": 65536}))
+    (folder / "model.ckpt").write_bytes(b"PK\x03\x04" + os.urandom(512))
 
 
 def _nan(x: np.ndarray) -> np.ndarray:

@@ -632,6 +632,12 @@ def abandon_stage(out_dir: str | Path, failed: bool = True) -> None:
         _release(out_dir)
 
 
+def unlock_stage(out_dir: str | Path) -> None:
+    """Let other processes work on a stage this process began (its pending record stays): for writers of disjoint parts of one
+    artifact, e.g. `index build --shard i` run by hand in one process per shard, each writing only its own shard file."""
+    _release(Path(out_dir).absolute())
+
+
 def abandon_open_stages(failed: bool = True) -> list[Path]:
     """`abandon_stage` every stage this process began and did not finish (a command that ended in an error); returns them."""
     dirs = list(_OPEN)

@@ -127,7 +127,33 @@ def check_pipeline_dir(pipeline_dir: Path, parts: tuple[str, ...] = ("transforme
     for part in parts:
         if not (pipeline_dir / part).is_dir():
             raise SongtraceError(f"{pipeline_dir}: no {part}/ folder")
+        check_safetensors_weights(pipeline_dir / part, f"the {part} weights")
     return index
+
+
+# weight files that are pickles (torch.save / pickle), which can run code when loaded
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def check_safetensors_weights(folder: Path, what: str) -> None:
+    """Refuse a component folder whose weights are only pickle-capable files (`.bin`, `.pt`, `.ckpt`) unless the user opted in
+    (`artifacts.allow_pickle`); a folder with `.safetensors` weights, or none, passes (`from_pretrained` then loads only those)."""
+    from songtrace.artifacts import refuse_pickle
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if any(p.suffix == ".safetensors" for p in files):
+        return
+    pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    if pickled:
+        refuse_pickle(pickled[0], what)
+
+
+def pretrained_options() -> dict[str, Any]:
+    """`from_pretrained` options of diffusers / transformers: safetensors weights only, unless pickles are allowed
+    (then their default: safetensors when present, else the pickle)."""
+    from songtrace.artifacts import pickle_allowed
+
+    return {"use_safetensors": None if pickle_allowed() else True}
 
 
 def files_hash(folders: list[Path]) -> str:

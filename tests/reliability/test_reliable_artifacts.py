@@ -198,6 +198,28 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr  # released: the next writer gets it
 
 
+def test_writers_of_disjoint_parts_share_an_unlocked_stage(tmp_path):
+    """`index build --shard i` by hand: each shard process unlocks the stage it began, so the next one is not refused."""
+    from songtrace.artifacts import unlock_stage
+
+    out = tmp_path / "a"
+    begin_stage(out, Toy(), {"data": "d"})
+    unlock_stage(out)
+    script = textwrap.dedent(f"""
+        import dataclasses
+        from songtrace.artifacts import StageConfig, begin_stage
+        @dataclasses.dataclass(frozen=True)
+        class Toy(StageConfig):
+            lr: float = 1e-3
+            steps: int = 2
+            sizes: tuple[float, ...] = (1.0,)
+        assert begin_stage({str(out)!r}, Toy(), {{"data": "d"}}) is False  # the same unfinished stage: resumed, not refused
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (out / ".pending.json").exists()
+
+
 def test_table_hash_does_not_depend_on_column_order():
     import pandas as pd
 

@@ -90,6 +90,17 @@ def test_a_good_latent_query_resolves_and_an_empty_prompt_is_refused(tmp_path):
             _resolve(spec)
 
 
+def test_a_bare_latent_lasts_its_frames_at_the_datas_frame_rate(tmp_path):
+    from songtrace.data.latents import frame_rate
+
+    rate = frame_rate(CACHE.seconds_total, CACHE.n_frames)
+    q = _resolve(_latent(tmp_path / "bare.latent.safetensors", seconds_total=None, n_frames=torch.tensor([7])))
+    assert float(q.batch.seconds_total[0]) == pytest.approx(7 / rate) and q.meta["seconds_from"] == "frames"
+    assert float(q.batch.seconds_total[0]) != 7.0  # not the frame count taken as seconds
+    q = _resolve(_latent(tmp_path / "timed.latent.safetensors", seconds_total=torch.tensor([0.7])))
+    assert float(q.batch.seconds_total[0]) == pytest.approx(0.7) and q.meta["seconds_from"] == "file"
+
+
 def test_the_generated_latent_reader_uses_the_same_check(tmp_path):
     with pytest.raises(SongtraceError, match="NaN/inf"):
         read_latent_file(_latent(tmp_path / "g.latent.safetensors", latents=_nan_at((1, C, 10)))).batch()

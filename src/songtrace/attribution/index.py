@@ -43,6 +43,7 @@ from songtrace.artifacts import (
     load_stage_config,
     read_json,
     sha256_file,
+    unlock_stage,
     write_json,
 )
 from songtrace.attribution.fisher import Fisher, check_fisher, check_fits, check_inputs, per_sample_grads
@@ -294,6 +295,8 @@ def build_index(model_dir: str | Path, latents_dir: str | Path, fisher_dir: str 
     ranges = shard_ranges(len(data), config.shard_items)
     if shard is not None and not 0 <= shard < len(ranges):
         raise SongtraceError(f"--shard {shard} is out of range: the index has {len(ranges)} shards (0..{len(ranges) - 1})")
+    if shard is not None:
+        unlock_stage(out_dir)  # one process per shard shares the artifact: each writes only its own shard file
     ctx = IndexContext.make(task, fisher, config)
     started = time.perf_counter()
     for i in job.block(range(len(ranges))) if shard is None else [shard]:

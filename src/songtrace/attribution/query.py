@@ -4,7 +4,8 @@ Query specs (a registry; an unknown form raises an error listing them):
 
 - `train:ID`                a training (or validation) item of the latent cache (Train-to-Train)
 - `PATH.latent.safetensors` a latent written by `songtrace generate` (keys latents [1, C, L] or
-                            latent [C, F], n_frames, text, text_mask, seconds_total, seconds_start)
+                            latent [C, F], n_frames, text, text_mask, seconds_total, seconds_start;
+                            a bare latent without seconds_total lasts its frames at the data's frame rate)
 - `PATH.wav` / `.flac` / `.ogg` an audio file, encoded with the codec (cropped to the model length);
                             caption from `caption` (or the null caption)
 - `prompt:TEXT@SEED`        generate a track for TEXT with SEED (`songtrace.model.generate`, the
@@ -28,7 +29,7 @@ import torch
 from songtrace.artifacts import sha256_file
 from songtrace.data.batch import Batch, check_batch
 from songtrace.data.latent_file import LATENT_SUFFIX, read_latent_file
-from songtrace.data.latents import LatentSet
+from songtrace.data.latents import LatentSet, frame_rate
 from songtrace.errors import SongtraceError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -179,9 +180,14 @@ def _resolve_latent(spec: str, ctx: QueryContext) -> Query:
         text, mask = fit_text(saved.text, saved.text_mask, tokens, str(path))
     else:
         text, mask = caption_tokens(ctx.caption, ctx)
-    seconds_total = saved.seconds_total if saved.seconds_total is not None else float(frames)
+    if saved.seconds_total is not None:
+        seconds_total, seconds_from = saved.seconds_total, "file"
+    else:  # a bare latent: its real frames at the frame rate of the training data (encoded by the same codec)
+        if not bool((ctx.latents.seconds_total > 0).any()):
+            raise SongtraceError(f"{path}: no seconds_total, and the latent cache records no durations to take a frame rate from")
+        seconds_total, seconds_from = frames / frame_rate(ctx.latents.seconds_total, ctx.latents.n_frames), "frames"
     return make_query(saved.id, "latent", latent, frames, text, mask, saved.seconds_start, seconds_total, source=str(path),
-                      file_sha256=sha256_file(path))
+                      file_sha256=sha256_file(path), seconds=float(seconds_total), seconds_from=seconds_from)
 
 
 def _resolve_audio(spec: str, ctx: QueryContext) -> Query:

@@ -16,6 +16,7 @@ from songtrace.cli.options import (
     WorldOption,
     artifact_dir,
     console,
+    name_option,
     print_json,
 )
 
@@ -33,7 +34,7 @@ def groundtruth(
     latents: LatentsOption = "micro",
     world: WorldOption = "micro",
     codec: CodecOption = "micro",
-    name: Annotated[str, typer.Option("--name", help="Name of the ground truth (a directory under <home>/groundtruth).")] = "micro",
+    name: Annotated[str, name_option("groundtruth")] = "micro",
     subsets: Annotated[int, typer.Option("--subsets", "-M", help="Random training subsets M (LDS).")] = 64,
     alpha: Annotated[float, typer.Option("--alpha", help="Share α of the training items in each subset.")] = 0.5,
     subset_seed: Annotated[int, typer.Option("--subset-seed", help="Seed of the subsets.")] = 0,

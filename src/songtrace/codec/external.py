@@ -39,6 +39,7 @@ from songtrace.extras import (
     files_hash,
     import_diffusers,
     import_sat,
+    pretrained_options,
     read_sat_config,
     read_sat_weights,
     sat_text_encoder_id,
@@ -117,9 +118,9 @@ def diffusers_codec(pipeline_dir: str | Path) -> ExternalCodec:
     from transformers import AutoTokenizer, T5EncoderModel
 
     try:
-        vae = lib.AutoencoderOobleck.from_pretrained(str(pipeline_dir), subfolder="vae").eval()
+        vae = lib.AutoencoderOobleck.from_pretrained(str(pipeline_dir), subfolder="vae", **pretrained_options()).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(pipeline_dir / "tokenizer"))
-        text_model = T5EncoderModel.from_pretrained(str(pipeline_dir / "text_encoder")).eval()
+        text_model = T5EncoderModel.from_pretrained(str(pipeline_dir / "text_encoder"), **pretrained_options()).eval()
         transformer = lib.StableAudioDiTModel.load_config(str(pipeline_dir), subfolder="transformer")
     except (OSError, ValueError) as e:
         raise SongtraceError(f"{pipeline_dir}: diffusers could not load the VAE / text encoder ({e})") from None

@@ -19,6 +19,7 @@ from songtrace.artifacts import hash_json, read_json, sha256_file
 from songtrace.data.windows import l2_normalise
 from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError, missing_package
+from songtrace.extras import check_safetensors_weights, pretrained_options
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HOW_TO_GET = (
@@ -50,6 +51,7 @@ def check_clap_dir(path: Path) -> list[Path]:
     weights = [path / f for f in WEIGHT_FILES if (path / f).exists()] or sorted(path.glob("model-*.safetensors"))
     if not weights:
         raise SongtraceError(f"{path}: config.json but no weights ({', '.join(WEIGHT_FILES)}); {HOW_TO_GET}")
+    check_safetensors_weights(path, "the CLAP weights")
     if not (path / "preprocessor_config.json").exists() and not (path / "processor_config.json").exists():
         raise SongtraceError(f"{path}: no ClapProcessor files (preprocessor_config.json); save the processor beside the model")
     return weights
@@ -68,7 +70,8 @@ class ClapEmbedder(Embedder):
         except ImportError:
             raise missing_package("transformers", "the clap embedder") from None
         self._torch = torch
-        self.model = ClapModel.from_pretrained(str(path), local_files_only=True).eval()  # offline without touching os.environ
+        # offline without touching os.environ; safetensors weights only unless pickles are allowed
+        self.model = ClapModel.from_pretrained(str(path), local_files_only=True, **pretrained_options()).eval()
         self.processor = ClapProcessor.from_pretrained(str(path), local_files_only=True)
         extractor = self.processor.feature_extractor
         self.name = name

@@ -34,7 +34,7 @@ from torch import nn
 
 from songtrace.data.batch import Conditioning
 from songtrace.errors import SongtraceError
-from songtrace.extras import check_pipeline_dir, diffusers_text_encoder_id, import_diffusers
+from songtrace.extras import check_pipeline_dir, diffusers_text_encoder_id, import_diffusers, pretrained_options
 from songtrace.model.task import ModelTask, register_task
 
 PREFIX = "transformer.transformer_blocks."
@@ -69,8 +69,8 @@ class DiffusersStableAudioDiT(nn.Module):
     def from_pipeline(cls, pipeline_dir: str | Path, attend_padding: bool = True) -> DiffusersStableAudioDiT:
         """Load `transformer/` and `projection_model/` of a diffusers Stable Audio pipeline folder."""
         dit_cls, proj_cls = _diffusers()
-        return cls(dit_cls.from_pretrained(str(pipeline_dir), subfolder="transformer"),
-                   proj_cls.from_pretrained(str(pipeline_dir), subfolder="projection_model"), attend_padding)
+        return cls(dit_cls.from_pretrained(str(pipeline_dir), subfolder="transformer", **pretrained_options()),
+                   proj_cls.from_pretrained(str(pipeline_dir), subfolder="projection_model", **pretrained_options()), attend_padding)
 
     def context(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """(`encoder_hidden_states` [B, S+2, D], `global_hidden_states` [B, 1, 2D]) exactly as the pipeline builds them."""
