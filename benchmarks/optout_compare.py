@@ -27,7 +27,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +69,7 @@ class Setting:
     train_steps: int
     eval: OptoutEvalConfig
     sequential_methods: tuple[str, ...]
+    grid: dict[str, list[dict[str, Any]]] | None = None  # the tuning grid (None: GRID)
 
 
 FULL = Setting(
@@ -78,12 +78,30 @@ FULL = Setting(
                           score_timesteps=8, attribution=UnlearnConfig(n_timesteps=32), relearn_steps=20),
     sequential_methods=tuple(m for m in METHODS),
 )
+# The committed results: sized for ~30 min of wall time on a loaded, shared 2-core CPU (one thread).
+SMALL = Setting(
+    tracks=80, max_seconds=4.0, codec_hidden=16, codec_steps=150, songclap_steps=100, width=48, depth=2, train_steps=400,
+    eval=OptoutEvalConfig(loss_timesteps=8, max_items=32, prompts_per_kind=2, sampler_steps=8, credit_queries=2, fisher_timesteps=1,
+                          score_timesteps=2, attribution=UnlearnConfig(n_timesteps=4, timestep_chunk=4), relearn_steps=10),
+    sequential_methods=tuple(m for m in METHODS if m != "retrain"),
+    grid={
+        "ga": [{"lr": lr, "steps": 20} for lr in (1e-5, 3e-5, 1e-4)],
+        "rl": [{"lr": lr, "steps": 30} for lr in (3e-5, 1e-4)],
+        "graddiff": [{"lr": lr, "steps": 30} for lr in (1e-5, 3e-5, 1e-4)],
+        "ewc": [{"lr": lr, "steps": 30, "weight": 1e4} for lr in (1e-5, 3e-5, 1e-4)],
+        "newton": [{"unlearn": {"lr": lr, "damping": 1.0}} for lr in (3e-6, 1e-5, 3e-5)],
+        "salun": [{"lr": lr, "steps": 30} for lr in (3e-4, 1e-3)],
+        "bounded": [{"lr": lr, "steps": 100} for lr in (1e-5, 3e-5, 1e-4)],
+        "retrain": [{}],
+    },
+)
 QUICK = Setting(
     tracks=60, max_seconds=3.0, codec_hidden=16, codec_steps=60, songclap_steps=20, width=32, depth=2, train_steps=150,
     eval=OptoutEvalConfig(loss_timesteps=4, max_items=16, prompts_per_kind=2, sampler_steps=4, credit_queries=2, fisher_timesteps=2,
                           score_timesteps=2, attribution=UnlearnConfig(n_timesteps=4, timestep_chunk=4), relearn_steps=3),
-    sequential_methods=("ga", "bounded", "retrain"),
+    sequential_methods=("ga", "bounded"),
 )
+SIZES = {"quick": QUICK, "small": SMALL, "full": FULL}
 
 # The tuning grid (on the tuning artist only) and its rule: retain loss change <= RETAIN_LIMIT, then the largest forget - retain change.
 RETAIN_LIMIT = 0.02
@@ -113,6 +131,7 @@ TABLE = (
     ("alignment_retain", "quality.alignment"),
     ("credit_artist_share", "credit.artist_share"),
     ("relearn_regained", "relearn.regained"),
+    ("relearn_recovered_fraction", "relearn.recovered_fraction"),
 )
 
 
@@ -181,7 +200,7 @@ def tune(home: Path, artist: str, s: Setting) -> dict[str, Any]:
 
     base = losses(original)
     out: dict[str, Any] = {"artist": artist, "retain_limit": RETAIN_LIMIT, "runs": {}, "picked": {}}
-    for name, grid in GRID.items():
+    for name, grid in (s.grid or GRID).items():
         if name == "retrain":
             out["picked"][name] = {}
             continue
@@ -218,13 +237,14 @@ def run_artist(home: Path, artist: str, s: Setting, settings: dict[str, dict[str
     dirs, cost = {}, {}
     for name in METHODS:
         out = home / "models" / f"{_slug(artist)}-{name}"
-        shutil.rmtree(out, ignore_errors=True)  # a fresh run, so that its cost is measured
-        result = optout(original, latents, ForgetSpec(artist=artist), name, out, settings=settings[name])
+        # a finished checkpoint of the same config is reused (a resumed benchmark): its record keeps the CPU seconds it took
+        result = optout(original, latents, ForgetSpec(artist=artist), name, out, settings=settings[name], overwrite=True)
         cost[name], dirs[name] = float(result.record["cpu_seconds"]), out
     unlearned = {m: d for m, d in dirs.items() if m != "retrain"}
     ev, eval_seconds = cpu_seconds(lambda: evaluate_optout(unlearned, original, latents, home / "codecs" / "bench",
                                                            load_embedder(home / "embedders" / "songclap"), s.eval,
-                                                           retrained_dir=dirs["retrain"], world_dir=home / "worlds" / "bench"))
+                                                           retrained_dir=dirs["retrain"], world_dir=home / "worlds" / "bench",
+                                                           out_dir=home / "eval" / _slug(artist), overwrite=True))
     rows = {}
     for m in ["original", *unlearned, "retrained"]:
         figs = ev["figures"][m]
@@ -245,15 +265,14 @@ def run_sequential(home: Path, artists: list[str], s: Setting, settings: dict[st
     data = LatentSet.load(latents)
     out: dict[str, Any] = {"artists": artists}
     for name in s.sequential_methods:
-        shutil.rmtree(home / "sequential" / name, ignore_errors=True)
-        steps, seconds = cpu_seconds(lambda name=name: sequential_optout(original, latents, [ForgetSpec(artist=a) for a in artists], name,
-                                                                        home / "sequential" / name, settings=settings[name],
-                                                                        overwrite=True))
+        steps = sequential_optout(original, latents, [ForgetSpec(artist=a) for a in artists], name, home / "sequential" / name,
+                                  settings=settings[name], overwrite=True)
         sets = [st.record["forget_ids"] for st in steps]
         retain = [i for i in data.subset("train").ids if i not in set(steps[-1].record["forgotten_ids"])]
         matrix = forgetting_matrix(load_task(original), [load_task(st.out_dir) for st in steps], data, sets, retain,
                                    s.eval.loss_timesteps, s.eval.seed)
-        out[name] = {"matrix": matrix, "comeback": comeback(matrix), "cpu_seconds": round(seconds, 1)}
+        out[name] = {"matrix": matrix, "comeback": comeback(matrix), "cpu_seconds": round(sum(st.record["cpu_seconds"] for st in steps), 1),
+                     "stop_reasons": [st.record["method_log"].get("stop_reason") for st in steps]}
     return out
 
 
@@ -343,27 +362,139 @@ def tradeoff_plot(per_artist: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# The markdown table's columns: (header, row key, format)
+MD_COLUMNS = (
+    ("forget Δloss", "forget_loss_change", "{:+.4f}"),
+    ("retain Δloss", "retain_loss_change", "{:+.4f}"),
+    ("held-out Δloss", "heldout_loss_change", "{:+.4f}"),
+    ("MIA AUC", "membership_auc", "{:.2f}"),
+    ("P(artist) captions", "p_artist_captions", "{:.2f}"),
+    ("P(artist) naming", "p_artist_naming", "{:.2f}"),
+    ("P(artist) style", "p_artist_style", "{:.2f}"),
+    ("sim. captions", "similarity_captions", "{:.3f}"),
+    ("FD retain vs orig.", "fd_retain_vs_original", "{:.3g}"),
+    ("align. retain", "alignment_retain", "{:.3f}"),
+    ("credit share", "credit_artist_share", "{:.3f}"),
+    ("relearn regained", "relearn_regained", "{:+.4f}"),
+    ("CPU s", "cpu_seconds", "{:.1f}"),
+    ("cost / retrain", "cost_vs_retrain", "{:.3f}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The benchmark's results as markdown: per-artist tables, closest method per metric, costs, failures, sequential opt-outs."""
+    s, m = result["setting"], result["setup"]["model"]
+    lines = ["# Opt-out methods against retraining (benchmarks/optout_compare.py)", "",
+             f"World: {result['world']['tracks']} tracks of at most {s['max_seconds']} s; DiT width {s['width']}, depth {s['depth']} "
+             f"({m['params']} weights) trained {s['train_steps']} steps (valid loss {m['valid_loss_init']:.3f} -> {m['valid_loss']:.3f}); "
+             f"codec hidden {s['codec_hidden']}; songclap {s['songclap_steps']} steps. Smaller than the demo's model, for a shared CPU.",
+             f"Settings per method picked on the tuning artist {result['tuning']['artist']!r} (retain loss change <= "
+             f"{result['tuning']['retain_limit']}, then the largest forget - retain change): "
+             + "; ".join(f"`{k}` {json.dumps(v, sort_keys=True)}" for k, v in result["tuning"]["picked"].items() if v) + ".",
+             f"Machine: {result['machine']['note']}; load average during the run: {result['machine'].get('load_summary', '?')}; "
+             f"total {result['total_wall_seconds'] / 60:.1f} min wall, {result['total_cpu_seconds'] / 60:.1f} min CPU.", ""]
+    for a in result["per_artist"]:
+        lines += [f"## {a['size']} catalogue: {a['artist']} ({a['n_forget']} training tracks forgotten; "
+                  f"{a['sets']['nonmembers']} non-members: {a['sets']['nonmember_reference']})", "",
+                  "| model | " + " | ".join(h for h, _, _ in MD_COLUMNS) + " |", "|---" * (len(MD_COLUMNS) + 1) + "|"]
+        order = ["original", "retrained", *(m for m in METHODS if m in a["rows"])]
+        for name in order:
+            row = a["rows"][name]
+            lines.append(f"| {name} | " + " | ".join(_cell(row.get(k), f) for _, k, f in MD_COLUMNS) + " |")
+        lines += ["", "Gap to retrained (method − retrained):", "",
+                  "| method | " + " | ".join(h for h, k, _ in MD_COLUMNS if k in dict(TABLE)) + " |",
+                  "|---" * (1 + sum(k in dict(TABLE) for _, k, _ in MD_COLUMNS)) + "|"]
+        for name in order:
+            row = a["rows"][name]
+            if "gap" in row:
+                lines.append(f"| {name} | " + " | ".join(_cell(row["gap"].get(k), "{:+.3g}") for _, k, _ in MD_COLUMNS if k in dict(TABLE))
+                             + " |")
+        lines.append("")
+    lines += ["## Closest to retraining, per metric (smallest mean |gap| over the three artists)", "",
+              "| metric | closest | best value (damage metrics) | mean abs gap per method |", "|---|---|---|---|"]
+    for metric, c in result["closest_to_retrain"].items():
+        gaps = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c["mean_abs_gap"].items(), key=lambda kv: kv[1]))
+        lines.append(f"| {metric} | **{c['closest']}** | {c.get('best') or ''} | {gaps} |")
+    lines += ["", "## Cost: CPU seconds of each method / retraining's (same artist)", "",
+              "| method | " + " | ".join(a["artist"] for a in result["per_artist"]) + " |", "|---" * (1 + len(result["per_artist"])) + "|"]
+    for name, ratios in result["cost_vs_retrain"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(ratios.get(a["artist"]), "{:.3f}") for a in result["per_artist"]) + " |")
+    lines.append("| retrain (CPU s) | " + " | ".join(_cell(a["rows"]["retrained"]["cpu_seconds"], "{:.0f}") for a in result["per_artist"])
+                 + " |")
+    lines += ["", "## Where each method fails (rules fixed in `failures()`)", ""]
+    for name, notes in result["failures"].items():
+        lines.append(f"- **{name}**: " + ("; ".join(notes) if notes else "no rule tripped"))
+    seq = result["sequential"]
+    lines += ["", f"## Sequential opt-outs: {' -> '.join(seq['artists'])}", "",
+              "Forgetting matrix M[k][j] = (forget loss change of set j) − (retain loss change) after step k; comeback of set j = "
+              "1 − M[last][j] / M[j][j] (0 = stayed forgotten, 1 = fully back, < 0 = forgotten further).", "",
+              "| method | after step 1 | after step 2 | after step 3 | comeback | CPU s |", "|---|---|---|---|---|---|"]
+    for name in seq:
+        if name == "artists":
+            continue
+        r = seq[name]
+        rows = [" / ".join(f"{v:+.3f}" for v in row) for row in r["matrix"]]
+        cb = " / ".join(_cell(v, "{:+.2f}") for v in r["comeback"])
+        lines.append(f"| {name} | " + " | ".join(rows) + f" | {cb} | {r['cpu_seconds']:.1f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """The JSON, the markdown and the trade-off plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "optout_compare.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    (out / "optout_compare.md").write_text(markdown(result))
+    tradeoff_plot(result["per_artist"], out / "optout_tradeoff.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path("/tmp/songtrace-optout-bench"))
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes), not written to results/")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="quick: a smoke run (minutes), not written to results/")
+    parser.add_argument("--quick", action="store_true", help="= --size quick")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--render", type=Path, help="only rewrite the markdown and plot from this results JSON")
     args = parser.parse_args()
+    if args.render:
+        write_outputs(json.loads(args.render.read_text()), args.render.parent)
+        return
     torch.set_num_threads(args.threads)
-    s = QUICK if args.quick else FULL
-    home = args.home / ("quick" if args.quick else "full")
+    size = "quick" if args.quick else args.size
+    s = SIZES[size]
+    home = args.home / size
     start_wall, start_cpu = time.perf_counter(), time.process_time()
+    phases: list[dict[str, Any]] = []
+
+    def phase(name: str) -> None:
+        phases.append({"phase": name, "wall_s": round(time.perf_counter() - start_wall, 1),
+                       "cpu_s": round(time.process_time() - start_cpu, 1), "load_avg": [round(x, 2) for x in os.getloadavg()]})
+        print(json.dumps(phases[-1]), flush=True)
+
+    phase("start")
     setup = build(home, s)
+    phase("built")
     latents = LatentSet.load(home / "latents" / "bench")
     artists = pick_artists(latents)
     tuning = tune(home, tuning_artist(latents, artists), s)
     settings = tuning["picked"]
-    per_artist = [{"size": size, **run_artist(home, artist, s, settings)} for size, artist in artists.items()]
+    phase("tuned")
+    per_artist = []
+    for size_name, artist in artists.items():
+        per_artist.append({"size": size_name, **run_artist(home, artist, s, settings)})
+        phase(f"artist {artist}")
     sequential = run_sequential(home, list(artists.values()), s, settings)
+    phase("sequential")
     cost = {m: {a["artist"]: a["rows"][m]["cost_vs_retrain"] for a in per_artist} for m in per_artist[0]["rows"]
             if m not in ("original", "retrained")}
     world = load_world(home / "worlds" / "bench").summary()
+    loads = [p["load_avg"][0] for p in phases]
     result = {
+        "size": size,
         "setting": {**{k: v for k, v in dataclasses.asdict(s).items() if k != "eval"}, "eval": s.eval.to_dict()},
         "world": {"tracks": world["tracks"], "splits": world["splits"],
                   "catalogues": {a["artist"]: a["tracks"] for a in world["artists"]}},
@@ -376,15 +507,14 @@ def main() -> None:
         "cost_vs_retrain": cost,
         "failures": failures(per_artist),
         "sequential": sequential,
+        "phases": phases,
         "total_cpu_seconds": round(time.process_time() - start_cpu, 1),
         "total_wall_seconds": round(time.perf_counter() - start_wall, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "load_avg_end": os.getloadavg(),
+                    "load_summary": f"1-min load {min(loads):.1f}-{max(loads):.1f} at the phase boundaries",
                     "note": "2-core CPU shared with other jobs; costs are this process's CPU seconds"},
     }
-    out = RESULTS if not args.quick else home
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "optout_compare.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
-    tradeoff_plot(per_artist, out / "optout_tradeoff.png")
+    write_outputs(result, RESULTS if size != "quick" else home)
     print(json.dumps({"closest_to_retrain": {k: v["closest"] for k, v in result["closest_to_retrain"].items()},
                       "cost_vs_retrain": cost, "total_cpu_seconds": result["total_cpu_seconds"]}, indent=2))
 
