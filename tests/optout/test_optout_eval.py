@@ -11,11 +11,12 @@ import pytest
 from fixtures_codec import single_thread
 from fixtures_optout import FORGET_ARTIST
 from songtrace.attribution import UnlearnConfig
+from songtrace.data.latents import LatentSet
 from songtrace.embedders import load_embedder
 from songtrace.embedders.songclap_train import config_for_world, train_songclap
 from songtrace.errors import SongtraceError
 from songtrace.optout import ForgetSpec, optout
-from songtrace.optout.evaluate import EVAL_FILE, FIGURES_FILE, OptoutEvalConfig, evaluate_optout, gaps_to_retrain
+from songtrace.optout.evaluate import EVAL_FILE, FIGURES_FILE, EvalInputs, OptoutEvalConfig, evaluate_optout, gaps_to_retrain, loss_sets
 from songtrace.optout.prompts import make_prompts, strip_artist
 
 TINY_EVAL = OptoutEvalConfig(loss_timesteps=4, max_items=8, prompts_per_kind=2, sampler_steps=4, credit_queries=2, fisher_timesteps=2,
@@ -121,3 +122,16 @@ def test_the_report_shows_the_evaluation(result, tmp_path):
 
     html = build_report([result[1]], tmp_path / "report.html").path.read_text()
     assert 'class="optout-figures"' in html and "gap_to_retrain" in html and "loss.delta_forget" in html
+
+
+def test_nonmembers_are_the_forgotten_artists_unseen_tracks(tiny_latents):
+    data = LatentSet.load(tiny_latents)
+    train, valid = data.subset("train"), data.subset("valid")
+    artist = next(a for a in valid.artists if a in set(train.artists))
+    forget = [i for i, a in zip(train.ids, train.artists, strict=True) if a == artist]
+    inputs = EvalInputs({}, {}, data, forget, forget, [artist])
+    sets = loss_sets(inputs, OptoutEvalConfig(max_items=4))
+    assert sets["nonmembers"] == [i for i, a in zip(valid.ids, valid.artists, strict=True) if a == artist]
+    assert sets["nonmember_reference"] == ["valid-split tracks of the forgotten artists"]
+    assert sets["forget"] == forget and len(sets["retain"]) == 4 and not set(sets["retain"]) & set(forget)
+    assert set(sets["heldout"]) <= set(valid.ids)

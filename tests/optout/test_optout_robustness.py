@@ -11,6 +11,7 @@ from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.model.registry import load_task
 from songtrace.optout import ForgetSpec
+from songtrace.optout.evaluate import OptoutEvalConfig, _loss_part, load_inputs, loss_sets
 from songtrace.optout.figures import relearn
 from songtrace.optout.robustness import comeback, forgetting_matrix, sequential_optout
 
@@ -30,6 +31,16 @@ def test_sequential_optouts_and_their_forgetting_matrix(tmp_path, optout_model, 
     assert len(m) == 2 and all(len(r) == 2 for r in m)
     assert m0 == [[0.0, 0.0]]  # the original against itself: exactly no change (common random numbers)
     assert m[0][0] > 0 and m[1][1] > 0  # each step forgot its own set
+    # optout-eval's `history` of the chained checkpoint is the matrix's last row (same plan, all of the retain set)
+    inputs = load_inputs(steps[-1].out_dir, optout_model, tiny_latents, None)
+    config = OptoutEvalConfig(loss_timesteps=4, max_items=len(retain), seed=0)
+    per_model = {name: {} for name in inputs.models}
+    with single_thread():
+        _loss_part(inputs, config, loss_sets(inputs, config), per_model)
+    history = per_model["unlearned"]["history"]
+    assert [history[f"optout_{j + 1}"]["forget_minus_retain"] for j in range(2)] == pytest.approx(m[-1], abs=1e-6)
+    assert [h["artists"] for h in history.values()] == [FORGET_ARTIST, "The Highland Pipers"]
+    assert all(h["delta_forget"] == 0.0 for h in per_model["original"]["history"].values())
     with pytest.raises(SongtraceError, match="no forget sets"):
         sequential_optout(optout_model, tiny_latents, [], "ga", tmp_path / "none")
 
