@@ -121,6 +121,7 @@ TABLE = (
     ("forget_loss_change", "loss.delta_forget"),
     ("retain_loss_change", "loss.delta_retain"),
     ("heldout_loss_change", "loss.delta_heldout"),
+    ("forget_minus_retain", "loss.forget_minus_retain"),
     ("membership_auc", "membership.auc"),
     ("p_artist_captions", "closeness.caption.artist_probability"),
     ("p_artist_naming", "closeness.naming.artist_probability"),
@@ -151,6 +152,38 @@ def cpu_seconds(fn: Any) -> tuple[Any, float]:
     return out, time.process_time() - start
 
 
+def recipe(s: Setting, seed: int = 0) -> TrainConfig:
+    """The original model's training recipe (retraining reruns it without the forget set)."""
+    return TrainConfig(steps=s.train_steps, batch_size=16, lr=1e-3, warmup=50, checkpoint_every=250, valid_every=250, seed=seed)
+
+
+def architecture(s: Setting) -> dict[str, Any]:
+    return {"width": s.width, "depth": s.depth, "heads": 4}
+
+
+def noise_floor(home: Path, s: Setting, artists: dict[str, str]) -> dict[str, Any]:
+    """The same recipe on ALL the data with another seed, scored like an opt-out: how much of the retrained model's change
+    from the original is run-to-run variation of training, not forgetting (the floor under every gap to retraining)."""
+    latents = home / "latents" / "bench"
+    _, seconds = cpu_seconds(lambda: train_model(recipe(s, seed=1), architecture(s), latents, home / "models" / "reseeded"))
+    data = LatentSet.load(latents)
+    train = data.subset("train")
+    original, reseeded = load_task(home / "models" / "original"), load_task(home / "models" / "reseeded")
+    out: dict[str, Any] = {"train_cpu_seconds": round(seconds, 1), "per_artist": {}}
+    rng = np.random.default_rng(s.eval.seed)
+    for artist in artists.values():
+        forget = [i for i, a in zip(train.ids, train.artists, strict=True) if a == artist]
+        rest = [i for i in train.ids if i not in set(forget)]
+        retain = sorted(rng.choice(len(rest), min(s.eval.max_items, len(rest)), replace=False).tolist())
+        row = {item: k for k, item in enumerate(train.ids)}
+        sets = {"forget": train.take([row[i] for i in forget]), "retain": train.take([row[rest[k]] for k in retain])}
+        delta = {k: float((per_item_losses(reseeded, v, s.eval.loss_timesteps, s.eval.seed, True)
+                           - per_item_losses(original, v, s.eval.loss_timesteps, s.eval.seed, True)).mean()) for k, v in sets.items()}
+        out["per_artist"][artist] = {"forget_loss_change": delta["forget"], "retain_loss_change": delta["retain"],
+                                     "forget_minus_retain": delta["forget"] - delta["retain"]}
+    return out
+
+
 def build(home: Path, s: Setting) -> dict[str, Any]:
     """World, codec, latents, songclap, DiT in the scratch home (each stage skips when already there)."""
     timings = {}
@@ -162,9 +195,8 @@ def build(home: Path, s: Setting) -> dict[str, Any]:
     _, timings["encode"] = cpu_seconds(lambda: encode_world(world_dir, codec_dir, latents_dir))
     clap = config_for_world(home / "worlds" / "bench", steps=s.songclap_steps)
     _, timings["songclap"] = cpu_seconds(lambda: train_songclap(clap, home / "worlds" / "bench", home / "embedders" / "songclap"))
-    recipe = TrainConfig(steps=s.train_steps, batch_size=16, lr=1e-3, warmup=50, checkpoint_every=250, valid_every=250)
-    metrics, timings["train"] = cpu_seconds(lambda: train_model(recipe, {"width": s.width, "depth": s.depth, "heads": 4},
-                                                                home / "latents" / "bench", home / "models" / "original"))
+    metrics, timings["train"] = cpu_seconds(lambda: train_model(recipe(s), architecture(s), home / "latents" / "bench",
+                                                                home / "models" / "original"))
     return {"timings": timings, "model": {k: metrics[k] for k in ("params", "valid_loss_init", "valid_loss", "valid_loss_null_text")}}
 
 
@@ -280,6 +312,17 @@ def run_sequential(home: Path, artists: list[str], s: Setting, settings: dict[st
 BEST = {"retain_loss_change": "min", "heldout_loss_change": "min", "fd_retain_vs_original": "min", "alignment_retain": "max"}
 
 
+ZERO_FOR_ORIGINAL = ("forget_loss_change", "retain_loss_change", "heldout_loss_change", "forget_minus_retain", "relearn_recovered_fraction")
+
+
+def _do_nothing(rows: dict[str, Any], name: str) -> float | None:
+    """The original model's gap to the retrained one on a figure (its loss changes are 0 by definition)."""
+    o, r = rows["original"].get(name), rows["retrained"].get(name)
+    if o is None and name in ZERO_FOR_ORIGINAL:
+        o = 0.0
+    return None if o is None or r is None else o - r
+
+
 def closest_to_retrain(per_artist: list[dict[str, Any]]) -> dict[str, Any]:
     """Per metric: the method with the smallest mean |gap to retrain| over the artists, every method's mean |gap|,
     and for the damage figures (BEST) also the method with the best mean value."""
@@ -291,6 +334,10 @@ def closest_to_retrain(per_artist: list[dict[str, Any]]) -> dict[str, Any]:
         if not mean:
             continue
         out[name] = {"closest": min(mean, key=mean.get), "mean_abs_gap": {m: round(v, 5) for m, v in sorted(mean.items())}}
+        nothing = [_do_nothing(a["rows"], name) for a in per_artist]
+        if all(v is not None for v in nothing):  # the original model's own gap: a method above it did worse than no opt-out at all
+            out[name]["no_optout_abs_gap"] = round(float(np.mean([abs(v) for v in nothing])), 5)
+            out[name]["beat_no_optout"] = sorted(m for m, v in mean.items() if v < out[name]["no_optout_abs_gap"])
         if name in BEST:
             values = {m: float(np.mean([a["rows"][m][name] for a in per_artist])) for m in methods
                       if all(a["rows"][m][name] is not None for a in per_artist)}
@@ -348,6 +395,9 @@ def tradeoff_plot(per_artist: list[dict[str, Any]], path: Path) -> None:
                        label=m if k == 0 else None)
         ax.annotate(a["artist"], (a["rows"]["retrained"]["retain_loss_change"], a["rows"]["retrained"]["forget_loss_change"]),
                     fontsize=7, xytext=(4, 4), textcoords="offset points")
+    lim = max(abs(v) for a in per_artist for m in methods for v in (a["rows"][m]["retain_loss_change"], a["rows"][m]["forget_loss_change"])
+              if v is not None)
+    ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.5, ls="--", label="forget change = retain change (no specificity)")
     ax.axhline(0, color="grey", lw=0.5)
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xscale("symlog", linthresh=0.01)
@@ -367,6 +417,7 @@ MD_COLUMNS = (
     ("forget Δloss", "forget_loss_change", "{:+.4f}"),
     ("retain Δloss", "retain_loss_change", "{:+.4f}"),
     ("held-out Δloss", "heldout_loss_change", "{:+.4f}"),
+    ("forget − retain", "forget_minus_retain", "{:+.4f}"),
     ("MIA AUC", "membership_auc", "{:.2f}"),
     ("P(artist) captions", "p_artist_captions", "{:.2f}"),
     ("P(artist) naming", "p_artist_naming", "{:.2f}"),
@@ -376,6 +427,7 @@ MD_COLUMNS = (
     ("align. retain", "alignment_retain", "{:.3f}"),
     ("credit share", "credit_artist_share", "{:.3f}"),
     ("relearn regained", "relearn_regained", "{:+.4f}"),
+    ("relearn recovered", "relearn_recovered_fraction", "{:+.2f}"),
     ("CPU s", "cpu_seconds", "{:.1f}"),
     ("cost / retrain", "cost_vs_retrain", "{:.3f}"),
 )
@@ -383,6 +435,17 @@ MD_COLUMNS = (
 
 def _cell(value: Any, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
+
+
+def _passes_summary(result: dict[str, Any]) -> str:
+    """Wall and CPU time of every pass of the benchmark (a rerun reuses what an earlier pass finished)."""
+    last: dict[str, dict[str, Any]] = {}
+    for p in result.get("passes") or []:
+        last[p["pass_started"]] = p
+    if not last:
+        return f"total {result['total_wall_seconds'] / 60:.1f} min wall, {result['total_cpu_seconds'] / 60:.1f} min CPU"
+    return "passes: " + "; ".join(f"{started} ran to '{p['phase']}' in {p['wall_s'] / 60:.1f} min wall, {p['cpu_s'] / 60:.1f} min CPU"
+                                  for started, p in last.items())
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -396,7 +459,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['tuning']['retain_limit']}, then the largest forget - retain change): "
              + "; ".join(f"`{k}` {json.dumps(v, sort_keys=True)}" for k, v in result["tuning"]["picked"].items() if v) + ".",
              f"Machine: {result['machine']['note']}; load average during the run: {result['machine'].get('load_summary', '?')}; "
-             f"total {result['total_wall_seconds'] / 60:.1f} min wall, {result['total_cpu_seconds'] / 60:.1f} min CPU.", ""]
+             f"{_passes_summary(result)}.", ""]
     for a in result["per_artist"]:
         lines += [f"## {a['size']} catalogue: {a['artist']} ({a['n_forget']} training tracks forgotten; "
                   f"{a['sets']['nonmembers']} non-members: {a['sets']['nonmember_reference']})", "",
@@ -415,10 +478,11 @@ def markdown(result: dict[str, Any]) -> str:
                              + " |")
         lines.append("")
     lines += ["## Closest to retraining, per metric (smallest mean |gap| over the three artists)", "",
-              "| metric | closest | best value (damage metrics) | mean abs gap per method |", "|---|---|---|---|"]
+              "| metric | closest | best value (damage metrics) | no opt-out's abs gap | mean abs gap per method |",
+              "|---|---|---|---|---|"]
     for metric, c in result["closest_to_retrain"].items():
         gaps = ", ".join(f"{k} {v:.3g}" for k, v in sorted(c["mean_abs_gap"].items(), key=lambda kv: kv[1]))
-        lines.append(f"| {metric} | **{c['closest']}** | {c.get('best') or ''} | {gaps} |")
+        lines.append(f"| {metric} | **{c['closest']}** | {c.get('best') or ''} | {_cell(c.get('no_optout_abs_gap'), '{:.3g}')} | {gaps} |")
     lines += ["", "## Cost: CPU seconds of each method / retraining's (same artist)", "",
               "| method | " + " | ".join(a["artist"] for a in result["per_artist"]) + " |", "|---" * (1 + len(result["per_artist"])) + "|"]
     for name, ratios in result["cost_vs_retrain"].items():
@@ -440,6 +504,20 @@ def markdown(result: dict[str, Any]) -> str:
         rows = [" / ".join(f"{v:+.3f}" for v in row) for row in r["matrix"]]
         cb = " / ".join(_cell(v, "{:+.2f}") for v in r["comeback"])
         lines.append(f"| {name} | " + " | ".join(rows) + f" | {cb} | {r['cpu_seconds']:.1f} |")
+    floor = result.get("noise_floor")
+    if floor:
+        lines += ["", "## Noise floor: the same recipe on all the data with another seed (nothing forgotten)", "",
+                  "What a retrained model's loss changes contain that is run-to-run variation of training, not forgetting; "
+                  "gaps to retraining smaller than this are not meaningful.", "",
+                  "| artist | forget Δloss | retain Δloss | forget − retain |", "|---|---|---|---|"]
+        for artist, r in floor["per_artist"].items():
+            cells = (r["forget_loss_change"], r["retain_loss_change"], r["forget_minus_retain"])
+            lines.append(f"| {artist} | " + " | ".join(f"{v:+.4f}" for v in cells) + " |")
+    if result.get("passes"):
+        lines += ["", "## Passes (a rerun reuses finished checkpoints and evaluations; costs are those recorded when they ran)", "",
+                  "| pass started | phase | wall s | CPU s | load avg (1/5/15 min) |", "|---|---|---|---|---|"]
+        for p in result["passes"]:
+            lines.append(f"| {p['pass_started']} | {p['phase']} | {p['wall_s']} | {p['cpu_s']} | {' / '.join(map(str, p['load_avg']))} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -461,7 +539,9 @@ def main() -> None:
     parser.add_argument("--render", type=Path, help="only rewrite the markdown and plot from this results JSON")
     args = parser.parse_args()
     if args.render:
-        write_outputs(json.loads(args.render.read_text()), args.render.parent)
+        result = json.loads(args.render.read_text())
+        result |= {"closest_to_retrain": closest_to_retrain(result["per_artist"]), "failures": failures(result["per_artist"])}
+        write_outputs(result, args.render.parent)
         return
     torch.set_num_threads(args.threads)
     size = "quick" if args.quick else args.size
@@ -469,11 +549,15 @@ def main() -> None:
     home = args.home / size
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     phases: list[dict[str, Any]] = []
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    home.mkdir(parents=True, exist_ok=True)
 
     def phase(name: str) -> None:
         phases.append({"phase": name, "wall_s": round(time.perf_counter() - start_wall, 1),
                        "cpu_s": round(time.process_time() - start_cpu, 1), "load_avg": [round(x, 2) for x in os.getloadavg()]})
         print(json.dumps(phases[-1]), flush=True)
+        with (home / "phases.jsonl").open("a") as f:
+            f.write(json.dumps({"pass_started": started_at, **phases[-1]}) + "\n")
 
     phase("start")
     setup = build(home, s)
@@ -489,10 +573,13 @@ def main() -> None:
         phase(f"artist {artist}")
     sequential = run_sequential(home, list(artists.values()), s, settings)
     phase("sequential")
+    floor = noise_floor(home, s, artists)
+    phase("noise floor")
     cost = {m: {a["artist"]: a["rows"][m]["cost_vs_retrain"] for a in per_artist} for m in per_artist[0]["rows"]
             if m not in ("original", "retrained")}
     world = load_world(home / "worlds" / "bench").summary()
-    loads = [p["load_avg"][0] for p in phases]
+    passes = [json.loads(line) for line in (home / "phases.jsonl").read_text().splitlines()]
+    loads = [p["load_avg"][0] for p in passes]
     result = {
         "size": size,
         "setting": {**{k: v for k, v in dataclasses.asdict(s).items() if k != "eval"}, "eval": s.eval.to_dict()},
@@ -507,11 +594,13 @@ def main() -> None:
         "cost_vs_retrain": cost,
         "failures": failures(per_artist),
         "sequential": sequential,
+        "noise_floor": floor,
         "phases": phases,
+        "passes": passes,
         "total_cpu_seconds": round(time.process_time() - start_cpu, 1),
         "total_wall_seconds": round(time.perf_counter() - start_wall, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "load_avg_end": os.getloadavg(),
-                    "load_summary": f"1-min load {min(loads):.1f}-{max(loads):.1f} at the phase boundaries",
+                    "load_summary": f"1-min load {min(loads):.1f}-{max(loads):.1f} at the phase boundaries of every pass",
                     "note": "2-core CPU shared with other jobs; costs are this process's CPU seconds"},
     }
     write_outputs(result, RESULTS if size != "quick" else home)
