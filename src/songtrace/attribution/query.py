@@ -7,7 +7,9 @@ Query specs (a registry; an unknown form raises an error listing them):
                             latent [C, F], n_frames, text, text_mask, seconds_total, seconds_start;
                             a bare latent without seconds_total lasts its frames at the data's frame rate)
 - `PATH.wav` / `.flac` / `.ogg` an audio file, encoded with the codec (cropped to the model length);
-                            caption from `caption` (or the null caption)
+                            caption from `caption` (or the null caption); with an imported model's
+                            own VAE and T5 (`diffusers:DIR`, `sat:DIR`) exactly as `songtrace encode`
+                            encodes its training tracks, so a generation of that model is a query
 - `prompt:TEXT@SEED`        generate a track for TEXT with SEED (`songtrace.model.generate`, the
                             model's full length unless `seconds` is given), then attribute it
 
@@ -80,8 +82,10 @@ class QueryContext:
             if self.codec_dir is None:
                 raise SongtraceError("this query needs the codec that made the latents (pass --codec)")
             from songtrace.codec import load_codec
+            from songtrace.codec.external import is_external, load_external_codec
 
-            self.codec = load_codec(self.codec_dir)
+            spec = str(self.codec_dir)
+            self.codec = load_external_codec(spec) if is_external(spec) else load_codec(self.codec_dir)
         return self.codec
 
 
@@ -202,6 +206,11 @@ def _resolve_audio(spec: str, ctx: QueryContext) -> Query:
     codec = ctx.loaded_codec()
     length = _model_length(ctx)
     wav, sr = read_audio(path, max_seconds=length * codec.samples_per_frame / codec.sample_rate + 1.0)
+    meta = {"source": str(path), "caption": ctx.caption or "", "file_sha256": sha256_file(path)}
+    from songtrace.codec.external import ExternalCodec
+
+    if isinstance(codec, ExternalCodec):
+        return _external_audio_query(path, wav, int(sr), codec, ctx, meta)
     mono = resample(to_mono(wav, str(path)), int(sr), codec.sample_rate)
     if len(mono) < codec.samples_per_frame:
         raise SongtraceError(f"{path}: {len(mono) / codec.sample_rate:.4f} s of audio is shorter than one latent frame "
@@ -212,8 +221,26 @@ def _resolve_audio(spec: str, ctx: QueryContext) -> Query:
     text, mask = caption_tokens(ctx.caption, ctx)
     seconds = float(len(mono) / codec.sample_rate)
     cropped = frames < codec.frames_for(len(mono))
-    meta = {"source": str(path), "caption": ctx.caption or "", "file_sha256": sha256_file(path), "cropped": cropped}
-    return make_query(path.stem, "audio", latent, frames, text, mask, 0.0, seconds, **meta)
+    return make_query(path.stem, "audio", latent, frames, text, mask, 0.0, seconds, **meta, cropped=cropped)
+
+
+def _external_audio_query(path: Path, wav: Any, sr: int, codec: Any, ctx: QueryContext, meta: dict[str, Any]) -> Query:
+    """An audio query of an imported model: its own VAE and T5, as the latent cache was encoded (`codec.external.encode_track`)."""
+    from songtrace.codec.external import encode_track
+
+    if ctx.latents.text_encoder != codec.text_encoder:
+        raise SongtraceError(f"--codec {codec.source}: its text encoder is not the one the latent cache was encoded with "
+                             f"({codec.text_encoder} vs {ctx.latents.text_encoder}); pass the model's own folder")
+    track = encode_track(codec, wav, sr, ctx.caption or "")
+    latent, frames = pad_latent(track["latent"], _model_length(ctx), str(path))
+    frames = min(frames, int(track["n_frames"]))
+    if ctx.caption:
+        text, mask = fit_text(track["text"], track["text_mask"], int(ctx.latents.text.shape[1]), str(path))
+    else:
+        text, mask = caption_tokens(None, ctx)
+    cropped = len(wav) > codec.n_samples * sr / codec.sample_rate
+    return make_query(path.stem, "audio", latent, frames, text, mask, track["seconds_start"], track["seconds_total"], **meta,
+                      cropped=cropped)
 
 
 _PROMPT = re.compile(r"^prompt:(?P<text>.+)@(?P<seed>-?\d+)$", re.DOTALL)

@@ -32,6 +32,7 @@ from songtrace.cli.options import (
     name_option,
     precision_option,
     print_json,
+    query_codec,
 )
 
 GroupOption = Annotated[
@@ -160,7 +161,7 @@ def attribute(
         raise SongtraceError(f"--top must be >= 1, got {top}")
     run_name = hash_json({"config": config.to_dict(), "queries": list(query), **({"mode": mode} if mode != "exact" else {})})[:16]
     out_dir = out if out is not None else resolve_home(home) / "runs" / "attribute" / run_name
-    codec_dir = artifact_dir(home, "codec", codec)
+    codec_dir = query_codec(home, codec)
     if mode not in ("exact", "fast"):
         raise SongtraceError(f"unknown --mode {mode!r}; valid: exact, fast")
     with distributed(device) as job:
@@ -170,7 +171,7 @@ def attribute(
 
             run = attribute_fast(query, config.unlearn, model_dir, artifact_dir(home, "latents", latents),
                                  artifact_dir(home, "fisher", fisher_name), resolve_artifact(home, "index", index), out_dir, home=home,
-                                 codec_dir=codec_dir if codec_dir.exists() else None, caption=caption, seconds=seconds,
+                                 codec_dir=codec_dir, caption=caption, seconds=seconds,
                                  overwrite=overwrite) if job.main else None
             job.barrier()
         else:
@@ -179,7 +180,7 @@ def attribute(
                 model_dir=model_dir,
                 latents_dir=artifact_dir(home, "latents", latents),
                 fisher_dir=artifact_dir(home, "fisher", fisher_name),
-                out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
+                out_dir=out_dir, home=home, codec_dir=codec_dir,
                 caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache, model=task, job=job,
             )
     if not job.main or run is None:

@@ -28,6 +28,7 @@ from songtrace.cli.options import (
     artifact_dir,
     console,
     print_json,
+    query_codec,
 )
 
 
@@ -89,13 +90,13 @@ def localise(
     )
     out_dir = out if out is not None else resolve_home(home) / "runs" / "localise" / hash_json({"config": config.to_dict(),
                                                                                                   "queries": list(query)})[:16]
-    codec_dir = artifact_dir(home, "codec", codec)
+    codec_dir = query_codec(home, codec)
     run = run_localise(
         query, config,
         model_dir=model_dir,
         latents_dir=artifact_dir(home, "latents", latents),
         fisher_dir=artifact_dir(home, "fisher", fisher_name),
-        out_dir=out_dir, home=home, codec_dir=codec_dir if codec_dir.exists() else None,
+        out_dir=out_dir, home=home, codec_dir=codec_dir,
         caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache, model=task,
     )
     summary = window_summary(run.windows, top)

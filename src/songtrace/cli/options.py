@@ -64,8 +64,8 @@ ModelOption = Annotated[str, _artifact_option("model", "Model")]
 LatentsOption = Annotated[str, _artifact_option("latents", "Latent cache")]
 WorldOption = Annotated[str, _artifact_option("world", "World (the audio, captions and artists)")]
 CodecOption = Annotated[str, typer.Option("--codec", help=(
-    "Codec (latents <-> audio): a name under <home>/codecs, or its directory; `encode` also takes a real model's own VAE and T5 "
-    "as diffusers:DIR (a StableAudioPipeline folder) or sat:DIR (a stable-audio-tools folder)."))]
+    "Codec (latents <-> audio): a name under <home>/codecs, or its directory; `encode`, `attribute` and `localise` also take a real "
+    "model's own VAE and T5 as diffusers:DIR (a StableAudioPipeline folder) or sat:DIR (a stable-audio-tools folder)."))]
 FisherOption = Annotated[str, _artifact_option("fisher", "Diagonal Fisher")]
 # the same options where a command can do without them (its docstring says what unset means)
 OptionalWorldOption = Annotated[str | None, _artifact_option("world", "World (the audio, captions and artists)")]
@@ -132,6 +132,17 @@ def artifact_dir(home: Path | None, option: str, value: str | Path) -> Path:
     from songtrace.home import resolve_artifact
 
     return resolve_artifact(home, ARTIFACT_STAGES[option], value)
+
+
+def query_codec(home: Path | None, value: str) -> Path | str | None:
+    """The codec a query-resolving command encodes audio queries with: a real model's own VAE and T5 (`diffusers:DIR`, `sat:DIR`)
+    as given, else the codec directory `--codec` names when it exists (None: only latent and training-item queries work)."""
+    from songtrace.codec.external import is_external
+
+    if is_external(value):
+        return value
+    codec_dir = artifact_dir(home, "codec", value)
+    return codec_dir if codec_dir.exists() else None
 
 
 def print_json(obj: Any) -> None:

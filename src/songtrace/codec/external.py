@@ -94,6 +94,17 @@ def prepare_audio(wav: np.ndarray, sr: int, codec: ExternalCodec) -> tuple[torch
     return x[None].repeat(codec.audio_channels, 1), real
 
 
+def encode_track(codec: ExternalCodec, wav: np.ndarray, sr: int, caption: str) -> dict[str, Any]:
+    """One track as the latent cache holds it (the same conventions): latent `[C, L]`, real frames, caption tokens `[S, D]` and
+    mask `[S]`, seconds_start and seconds_total. `songtrace attribute` encodes an audio query of an imported model with it."""
+    audio, real = prepare_audio(wav, sr, codec)
+    latent = codec.encode_latents(audio[None]).float()[0]
+    text, mask = codec.encode_text([caption])
+    start, total = timing(real / codec.sample_rate)
+    return {"latent": latent, "n_frames": codec.frames_for(real), "text": text[0].float(), "text_mask": mask[0].bool(),
+            "seconds_start": start, "seconds_total": total}
+
+
 def timing(seconds: float) -> tuple[float, float]:
     """(seconds_start, seconds_total) of a track encoded from its start, as stable-audio-tools' dataset gives them."""
     return 0.0, float(math.ceil(round(float(seconds), 6)))
