@@ -16,6 +16,7 @@ import numpy as np
 from songtrace.data.windows import l2_normalise
 from songtrace.embedders.base import Embedder
 from songtrace.errors import SongtraceError
+from songtrace.progress import progress
 
 
 def artist_centroids(embedder: Embedder, training: Mapping[str, Sequence[np.ndarray]], sr: int) -> tuple[list[str], np.ndarray]:
@@ -24,7 +25,7 @@ def artist_centroids(embedder: Embedder, training: Mapping[str, Sequence[np.ndar
     if len(artists) < 2:
         raise SongtraceError(f"conditioning check needs at least 2 artists with training tracks, got {len(artists)}")
     rows = []
-    for artist in artists:
+    for artist in progress(artists, total=len(artists), desc="artist centroids", unit="artist"):
         if not training[artist]:
             raise SongtraceError(f"conditioning check: artist {artist!r} has no training tracks")
         rows.append(l2_normalise(embedder.embed_audio(training[artist], sr).mean(axis=0)))

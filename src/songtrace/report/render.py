@@ -17,6 +17,7 @@ from typing import Any
 from songtrace import __version__
 from songtrace.artifacts import atomic_path
 from songtrace.errors import SongtraceError
+from songtrace.progress import progress
 from songtrace.report.inputs import read_run
 from songtrace.report.media import MediaStore
 from songtrace.report.sections import SECTION_KINDS, ReportContext, section_kind
@@ -91,8 +92,10 @@ def build_report(
     store.prepare()
     ctx = ReportContext(home=home, top_k=top_k, media=store)
     order = list(SECTION_KINDS)
+    ordered = sorted(kinds, key=lambda k: order.index(k[2].name))
     sections = [{"kind": kind.name, "title": kind.title, "template": kind.template, "run_dir": str(run),
-                 "data": kind.build(run, record, ctx)} for run, record, kind in sorted(kinds, key=lambda k: order.index(k[2].name))]
+                 "data": kind.build(run, record, ctx)}
+                for run, record, kind in progress(ordered, total=len(ordered), desc="report", unit="run")]
     page = environment().get_template(TEMPLATE).render(
         title=title or "songtrace attribution report", sections=sections, runs=[str(r) for r in runs], version=__version__)
     out.parent.mkdir(parents=True, exist_ok=True)
