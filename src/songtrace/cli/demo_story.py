@@ -239,7 +239,7 @@ def opt_out(config: DemoConfig, dirs: DemoDirs, artist: str) -> dict[str, Any]:
     from songtrace.optout import ForgetSpec, optout
 
     spec = ForgetSpec(artist=artist)
-    settings = {"seed": config.seed}
+    settings = {"seed": config.seed, "lr": config.optout_lr}
     result = optout(dirs.model, dirs.latents, spec, config.optout_method, stage_dir(dirs.home, "models", "demo-optout"),
                     settings=settings, home=dirs.home, world_dir=dirs.world)
     out = {"artist": artist, "method": config.optout_method, "checkpoint": str(result.out_dir), "forget": result.record["forget"],
