@@ -33,12 +33,13 @@ OPTOUT_METHODS = ("bounded", "ga", "rl", "graddiff", "ewc", "newton", "salun")
 class DemoConfig(StageConfig):
     """Sizes of every stage of the demo; `quick()` is a few-minute tour of the same story.
 
-    The defaults are sized to stay under 30 minutes on an idle 2-core CPU (see
+    The defaults are sized to stay well under 30 minutes on a 2-core CPU (measured per stage in
     benchmarks/results/demo_pipeline.json): a 100-track world of tracks up to 8 s, a 64-wide 3-layer
-    DiT trained 1500 steps (its generations still sit nearest their prompted artist's tracks for most
-    artists), a Fisher on 8 timesteps, scoring on T = 32 timesteps (CRN rank stability 0.87 in
-    benchmarks/results/attribution_cost.json) and a self-influence grid without FD.
-    None for a stage's steps/sizes means that stage's own default.
+    DiT trained 1500 steps (its generations still sit nearest their prompted artist's training
+    tracks for 14 of 17 artists), a Fisher on 8 timesteps, scoring on T = 32 timesteps (CRN rank
+    stability 0.87 in benchmarks/results/attribution_cost.json), a self-influence grid of about a dozen
+    cells on 3 targets without FD, 4 generated + 4 planted comparison queries, and one bounded opt-out
+    with its retrained gold standard. None for a stage's steps/sizes means that stage's own default.
     """
 
     tracks: int = 100
