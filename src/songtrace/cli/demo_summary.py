@@ -72,8 +72,10 @@ def human_summary(summary: dict[str, Any]) -> list[str]:
              f"membership AUC {_num(orig.get('membership.auc'), '{:.2f}')} -> {_num(unl.get('membership.auc'), '{:.2f}')}"
              + (f" (retrained {_num(ret.get('membership.auc'), '{:.2f}')})" if ret else ""),
              f"P(artist) on its captions {_num(orig.get('closeness.caption.artist_probability'), '{:.2f}')} -> "
-             f"{_num(unl.get('closeness.caption.artist_probability'), '{:.2f}')}",
-             f"its credit share {_pct(orig.get('credit.artist_share'))} -> {_pct(unl.get('credit.artist_share'))}"]
+             f"{_num(unl.get('closeness.caption.artist_probability'), '{:.2f}')}"
+             + (f" (retrained {_num(ret.get('closeness.caption.artist_probability'), '{:.2f}')})" if ret else ""),
+             f"its credit share {_pct(orig.get('credit.artist_share'))} -> {_pct(unl.get('credit.artist_share'))}"
+             + (f" (retrained {_pct(ret.get('credit.artist_share'))})" if ret else "")]
     lines.append(f"opt-out of {opt['artist']} ({opt['forget'].get('n_forget')} tracks, {opt['method']}): " + "; ".join(parts))
     lines.append(f"report: {summary['report']['report']}")
     return lines
