@@ -148,3 +148,38 @@ def test_index_build_ranks_build_their_blocks_and_a_rerun_finishes(tmp_path, tin
     whole = build_index(tiny_model, tiny_latents, fisher, config, tmp_path / "whole")
     assert index is not None and whole is not None
     assert all(np.array_equal(a, b) for a, b in zip(index.shards(), whole.shards(), strict=True))
+
+
+class _SlowReader(ShardStore):
+    """A store whose rank-1 reads start late: rank 0 is done and clears the store first unless map_shards waits."""
+
+    def __init__(self, root, rank):
+        super().__init__(root)
+        self.rank = rank
+
+    def load(self, rows):
+        if self.rank == 1:
+            import time
+
+            time.sleep(1.0)
+        return super().load(rows)
+
+
+def _map_then_clear(rank, world, init_file, root, out_file):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        job = Job(rank, world, joined=True)
+        store = _SlowReader(root, rank)
+        out = map_shards(8, 2, lambda rows: {"x": torch.arange(rows.start, rows.stop, dtype=torch.float64)}, job, store)
+        if job.main:
+            store.clear()  # as base_losses and attribute do once the merged result is written
+        torch.save(out["x"].tolist(), f"{out_file}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_no_rank_clears_the_shard_store_before_every_rank_has_read_it(tmp_path):
+    init_file, root, out_file = tmp_path / "init", tmp_path / "shards", tmp_path / "out"
+    torch.multiprocessing.spawn(_map_then_clear, args=(2, str(init_file), str(root), str(out_file)), nprocs=2, join=True)
+    for rank in range(2):
+        assert torch.load(f"{out_file}.{rank}") == list(range(8))

@@ -127,5 +127,10 @@ def test_cli_fisher_and_attribute_json(tmp_path, tiny_model, tiny_latents):
     top = out["queries"][0]["top"]
     assert [r["rank"] for r in top] == [1, 2, 3, 4] and top[0]["score"] >= top[1]["score"]
     assert sum(c["share"] for c in out["queries"][0]["credits"]) == pytest.approx(1.0)
+    assert list((tmp_path / "out" / "deltas").glob("*.safetensors"))  # kept by default, for `songtrace verify`
+    res = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "out-nodelta"), "--no-save-deltas", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["queries"][0]["top"] == top  # the same scores, no delta files
+    assert not (tmp_path / "out-nodelta" / "deltas").exists()
     res = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "out2"), "--group", "all"])  # the Fisher covers only cross_attn
     assert res.exit_code != 0 and "no entries for" in str(res.exception)

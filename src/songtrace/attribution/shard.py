@@ -264,7 +264,9 @@ def map_shards(
         missing = [s for s in shards if not store.done(s)]
         if missing:
             raise ShardsPending(f"{store.root}: {len(missing)} of {len(shards)} shards are not finished yet; run again to finish them")
-        return _concat([store.load(s) for s in shards], row_dim)
+        out = _concat([store.load(s) for s in shards], row_dim)
+        job.barrier()  # every rank has read the shards before rank 0 may clear the store
+        return out
     if not job.joined and job.world > 1:
         raise ShardsPending(f"rank {job.rank} of {job.world} ran alone without a shard store; the other ranks' rows are missing")
     gathered: dict[int, Tensors] = {}

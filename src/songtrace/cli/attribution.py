@@ -111,6 +111,10 @@ def attribute(
     caption: Annotated[str | None, typer.Option("--caption", help="Caption of an audio query (default: none).")] = None,
     seconds: Annotated[float | None, typer.Option("--seconds", help="Seconds to generate for a prompt query (default: full).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the base losses L(z_i, θ0) instead of using the cache.")] = False,
+    save_deltas: Annotated[bool, typer.Option(
+        "--save-deltas/--no-save-deltas",
+        help="Keep each query's unlearned delta θ' − θ0 (deltas/, for `songtrace verify`); one copy of the targeted weights per query.",
+    )] = True,
     mode: Annotated[str, typer.Option("--mode", help="exact (unlearn, then score every item) or fast (first order, an index).")] = "exact",
     index: Annotated[str, typer.Option("--index", help="Fast mode: the index (a name under <home>/index, or its directory).")] = "demo",
     device: DeviceOption = "cpu",
@@ -182,6 +186,7 @@ def attribute(
                 fisher_dir=artifact_dir(home, "fisher", fisher_name),
                 out_dir=out_dir, home=home, codec_dir=codec_dir,
                 caption=caption, seconds=seconds, overwrite=overwrite, use_cache=not no_cache, model=task, job=job,
+                save_deltas=save_deltas,
             )
     if not job.main or run is None:
         return
