@@ -360,6 +360,7 @@ def cases() -> list[Case]:
     latent_case("latent-seconds-total-nan", issue=True, seconds_total=torch.tensor([float("nan")]))
     latent_case("latent-seconds-total-negative", seconds_total=torch.tensor([-3.0]))
     latent_case("latent-seconds-start-inf", seconds_start=torch.tensor([float("inf")]))
+    latent_case("latent-n-frames-above-stored", n_frames=torch.tensor([10**6]))
     latent_case("latent-missing-latents", latents=None)
     latent_case("latent-3d-batch-of-2", latents=lambda t: torch.cat([t, t]))
     add("latent-random-bytes", "queries", q, setup=lambda e: (e.work / "q.latent.safetensors").write_bytes(os.urandom(4096)))
@@ -389,6 +390,7 @@ def cases() -> list[Case]:
     wav_case("wav-not-audio", lambda p: p.write_text("this is not audio\n" * 100))
     wav_case("wav-header-only", lambda p: (write_wav(p, tone(1.0)), p.write_bytes(p.read_bytes()[:44])))
     wav_case("wav-ok", lambda p: write_wav(p, tone(1.0)), expect="ok", check=finite_scores("run"))
+    wav_case("wav-streaming", lambda p: (write_wav(p, tone(1.0)), _open_data_size(p)), expect="ok", check=finite_scores("run"))
     add("query-twice", "queries", ["attribute", "-q", "train:t0000", "-q", "train:t0000", "--out", "{work}/run", *ATTR, *h])
 
     # ---- artifacts: truncated, NaN, missing, overwritten across kinds, pending state, caches
@@ -474,6 +476,28 @@ def cases() -> list[Case]:
         setup=lambda e: e.run(["train", "--name", "x", *TRAIN, *h]))
     add("pending-of-killed-run-other-config", "artifacts", ["fisher", "--name", "p", "--timesteps", "4", *h],
         setup=lambda e: _pending(e.home / "fisher" / "p", "FisherConfig"))
+    add("fisher-config-missing-overwrite", "artifacts", [*fi, "--overwrite"], expect="ok", may_change=("fisher/demo",),
+        setup=lambda e: (e.home / "fisher/demo/config.json").unlink(), check=loads_finite("fisher/demo", "fisher.safetensors"))
+    add("fisher-config-not-json-overwrite", "artifacts", [*fi, "--overwrite"], expect="ok", may_change=("fisher/demo",),
+        setup=lambda e: (e.home / "fisher/demo/config.json").write_text("{not json"),
+        check=loads_finite("fisher/demo", "fisher.safetensors"))
+    add("fisher-config-not-json-rerun", "artifacts", fi, may_change=("fisher/demo",),
+        setup=lambda e: (e.home / "fisher/demo/config.json").write_text("{not json"))
+
+    def run_with_git(e: Env) -> None:
+        e.run([*att, *ATTR])
+        (e.work / "run" / ".git").mkdir()
+        (e.work / "run" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+
+    def git_kept(e: Env, out: dict[str, Any]) -> str | None:
+        return exit_ok(e, out) or (None if (e.work / "run" / ".git" / "HEAD").exists() else "the user's .git was deleted")
+
+    add("overwrite-keeps-hidden-files", "artifacts", [*att, *ATTR, "--lr", "2e-6", "--overwrite"], expect="ok", setup=run_with_git,
+        check=git_kept)
+    add("generate-out-onto-model-weights", "artifacts", [*gen, "--seconds", "1", "--out", "{home}/models/demo/model.safetensors"])
+    add("generate-out-into-model-folder", "artifacts", [*gen, "--seconds", "1", "--out", "{home}/models/demo/x.wav"])
+    add("generate-out-existing-file", "artifacts", [*gen, "--seconds", "1"], setup=lambda e: (e.work / "g.wav").write_bytes(b"mine"))
+    add("verify-batches-1", "artifacts", ["verify", "{home}/demo/attribution", "--batches", "1"], expect="ok", check=exit_ok)
     add("world-missing", "artifacts", ["world", "info", "--name", "nowhere", *h])
     add("verify-not-an-artifact", "artifacts", ["verify", "{work}"])
     add("verify-a-model", "artifacts", ["verify", "{home}/models/demo"], expect="ok", check=exit_ok)
@@ -647,6 +671,14 @@ def _huge_wav(path: Path) -> None:
     i = data.find(b"data")
     data[i + 4 : i + 8] = struct.pack("<I", 0x7FFFFFF0)
     path.write_bytes(bytes(data))
+
+
+def _open_data_size(path: Path) -> None:
+    """Make a WAV a streaming one (as ffmpeg/sox write to a pipe): its RIFF and data sizes 0xFFFFFFFF, the samples to the end."""
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"data")
+    raw[4:8] = raw[at + 4: at + 8] = struct.pack("<I", 0xFFFFFFFF)
+    path.write_bytes(bytes(raw))
 
 
 def _set_n_frames(path: Path, value: int) -> None:

@@ -119,6 +119,8 @@ def _result(spec: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from safetensors.torch import load_file
 
+    from songtrace.artifacts import hash_table
+
     d = spec["dir"]
     out: dict[str, Any] = {"content_hash": json.loads((d / "config.json").read_text()).get("content_hash")}
     for name in spec.get("tensors", []):
@@ -126,7 +128,7 @@ def _result(spec: dict[str, Any]) -> dict[str, Any]:
     for name in spec.get("tables", []):
         df = pq.read_table(d / name).to_pandas()
         df = df.drop(columns=[c for c in df.columns if "seconds" in c])
-        out[name] = df[sorted(df.columns)].to_json()
+        out[name] = hash_table(df)  # exact values (to_json keeps only 10 significant digits)
     return out
 
 

@@ -6,22 +6,30 @@ it, the content hashes of its inputs, the seeds and the package version. `config
 sha256, so a finished artifact can be verified (`verify_artifact`). A stage that finds its output
 present with the same config verifies it and skips; a corrupt one is refused, or recomputed with
 `overwrite`; a different config is refused unless overwriting, and `overwrite` only ever replaces
-an artifact of the same kind. One writer at a time: `begin_stage` takes a file lock on the
-artifact (`.lock` inside it) until `finish_stage`, and a second writer is refused with a message.
-A run that fails marks its pending state failed (`abandon_open_stages`), so a corrected rerun with
-another config just works; a run killed outright keeps its partial files for the rerun to resume.
+an artifact of the same kind, deleting only what that artifact wrote (never a hidden file of the
+user's such as .git; a folder holding other files is refused). A lost or unreadable marker makes a
+corrupt artifact of the kind the lock file records (recomputed with `overwrite`), and clearing is
+kill-safe. One writer at a time: `begin_stage` takes a file lock on the artifact (`.lock` inside
+it, recording the writer's pid and the stage kind) until `finish_stage`, and a second writer is
+refused with a message; on a filesystem without flock the stage is written unlocked. A finished,
+intact artifact is found before any lock file is made (a read-only folder still skips). A run that
+fails marks its pending state failed (`abandon_open_stages`), so a corrected rerun with another
+config just works; a run killed outright keeps its partial files for the rerun to resume.
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import itertools
 import json
 import math
+import numbers
 import os
+import re
 import secrets
 import shutil
 import types
@@ -85,6 +93,7 @@ class StageConfig:
             return
 
         def __post_init__(self: StageConfig) -> None:
+            plain_number_fields(self)
             check_finite_fields(self)
             own(self)
 
@@ -94,6 +103,7 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         """Validate; subclasses raise `SongtraceError` naming the bad field."""
+        plain_number_fields(self)
         check_finite_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,11 +132,18 @@ def check_choice(name: str, value: str, choices: typing.Iterable[str]) -> None:
         raise SongtraceError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
 
 
+def _is_number(value: Any) -> bool:
+    """Whether `value` is a real number (Python or numpy int/float, any `numbers.Real`), a bool (Python or numpy) not counting."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def check_finite(name: str, value: float) -> None:
-    """Raise a clear error when a numeric setting is NaN or infinite (`nan < 0` is False, so range checks alone let NaN through)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """Raise a clear error when a numeric setting is NaN or infinite (`nan < 0` is False, so range checks alone let NaN through).
+
+    Any real number passes (Python or numpy scalars, `numbers.Real`); a bool where a number is expected does not."""
+    if not _is_number(value):
         raise SongtraceError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    if not math.isfinite(float(value)):
         raise SongtraceError(f"{name} must be a finite number, got {value}")
 
 
@@ -148,9 +165,9 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
 
 def _numbers(value: Any, name: str) -> Iterator[tuple[str, float]]:
     """(name, number) for every float/int in a config field (tuples, lists and dicts searched; nested configs check themselves)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return
-    if isinstance(value, int | float):
+    if _is_number(value):
         yield name, value
     elif isinstance(value, tuple | list):
         for i, v in enumerate(value):
@@ -160,11 +177,37 @@ def _numbers(value: Any, name: str) -> Iterator[tuple[str, float]]:
             yield from _numbers(v, f"{name}.{k}")
 
 
+def _plain(value: Any) -> Any:
+    """`value` with numpy (or other `numbers.Real`) scalars as Python numbers, in tuples, lists and dicts too (configs dump to JSON)."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def plain_number_fields(config: Any) -> None:
+    """Turn a (frozen) config's numpy scalars into Python numbers in place, so it hashes and round-trips through JSON."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        plain = _plain(value)
+        if plain is not value:
+            object.__setattr__(config, field.name, plain)
+
+
 def check_finite_fields(config: Any) -> None:
     """Refuse a config any of whose numbers is NaN or infinite, naming the field."""
     for field in dataclasses.fields(config):
         for name, number in _numbers(getattr(config, field.name), field.name):
-            if isinstance(number, float) and not math.isfinite(number):
+            if not math.isfinite(float(number)):
                 raise SongtraceError(f"{type(config).__name__}: {name} must be a finite number, got {number}")
 
 
@@ -210,8 +253,14 @@ def hash_tensors(tensors: Mapping[str, Any]) -> str:
 
 
 def hash_table(table: Any) -> str:
-    """Content hash of a pandas table that does not depend on its column order (a resumed run may build them in another order)."""
-    return hash_json(table[sorted(table.columns)].to_json())
+    """Exact content hash of a pandas table (column names, row count and every value; floats by their exact shortest repr, so
+    1e-12 apart differ), independent of its column order (a resumed run may build them in another order) and of the index."""
+    h = hashlib.sha256(f"rows|{len(table)}|".encode())
+    for name in sorted(table.columns, key=str):
+        values = table[name].tolist()  # Python scalars: json.dumps writes floats exactly (repr round-trips)
+        h.update(json.dumps([str(name), values], default=str, allow_nan=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def artifact_hash(path: str | Path) -> str:
@@ -318,16 +367,21 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- untrusted files
 
 _ALLOW_PICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("songtrace_allow_pickle", default=False)
+# the command-line flag that opts in, where the running command has one (refusals name it only then)
+_PICKLE_FLAG: contextvars.ContextVar[str | None] = contextvars.ContextVar("songtrace_pickle_flag", default=None)
 
 
 @contextmanager
-def allow_pickle(allowed: bool = True) -> Iterator[None]:
-    """Let the block load pickle-capable weight files (.pt, .ckpt, .h5 models) that can run code when read: only files you trust."""
-    token = _ALLOW_PICKLE.set(allowed)
+def allow_pickle(allowed: bool = True, flag: str | None = None) -> Iterator[None]:
+    """Let the block load pickle-capable weight files (.pt, .ckpt, .h5 models) that can run code when read: only files you trust.
+
+    `flag`: the option of the running command that opts in (e.g. "--allow-pickle"), which a refusal then suggests."""
+    token, flag_token = _ALLOW_PICKLE.set(allowed), _PICKLE_FLAG.set(flag)
     try:
         yield
     finally:
         _ALLOW_PICKLE.reset(token)
+        _PICKLE_FLAG.reset(flag_token)
 
 
 def pickle_allowed() -> bool:
@@ -336,11 +390,14 @@ def pickle_allowed() -> bool:
 
 
 def refuse_pickle(path: str | Path, what: str) -> None:
-    """Refuse a pickle-capable file unless the user opted in (`allow_pickle`, --allow-pickle or SONGTRACE_ALLOW_PICKLE=1)."""
+    """Refuse a pickle-capable file unless the user opted in (`allow_pickle`, SONGTRACE_ALLOW_PICKLE=1, or the command's flag);
+    the message suggests the command's own flag only where it has one, else the environment variable (and the API)."""
     if not pickle_allowed():
+        flag = _PICKLE_FLAG.get()
+        how = f"{flag} (or SONGTRACE_ALLOW_PICKLE=1)" if flag else "SONGTRACE_ALLOW_PICKLE=1 (in Python: artifacts.allow_pickle())"
         raise SongtraceError(
             f"{path}: {what} is a pickle-capable file, which can run code when loaded; convert it to safetensors, or, "
-            "only if you trust its source, allow it with SONGTRACE_ALLOW_PICKLE=1 (or --allow-pickle)"
+            f"only if you trust its source, allow it with {how}"
         )
 
 
@@ -471,49 +528,136 @@ _SERIAL = itertools.count()
 _OPEN: dict[Path, _OpenStage] = {}
 
 
-def _lock(out_dir: Path) -> int:
-    """Take the artifact's lock (fcntl flock on `<out_dir>/.lock`), refusing when another process holds it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+# an atomic_path temporary (`.NAME.<12 hex>.tmp`), left behind only by a write that was killed
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+# flock errors meaning the filesystem cannot lock (some network and FUSE mounts): the stage is written without a lock
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
+
+
+def _lock(out_dir: Path, stage: str) -> int:
+    """Take the artifact's lock (fcntl flock on `<out_dir>/.lock`, which also records the writer's pid and the stage kind),
+    refusing when another process holds it. Only EWOULDBLOCK/EAGAIN mean "held"; on a filesystem without flock the stage
+    is written unlocked (-1: one writer per artifact is then the user's to ensure); any other error is refused in one line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise SongtraceError(f"{out_dir}: cannot write the artifact here ({(e.strerror or str(e)).lower()})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").split() or ["?"]
+            os.close(fd)
+            raise SongtraceError(f"{out_dir}: another songtrace process (pid {holder[0]}) is writing this artifact; "
+                                 "wait for it to finish, or choose another output") from None
+        if e.errno not in _NO_FLOCK:
+            os.close(fd)
+            raise SongtraceError(f"{out_dir / LOCK_FILE}: cannot lock the artifact ({e.strerror or e})") from None
+        _write_lock_record(fd, stage)
         os.close(fd)
-        raise SongtraceError(f"{out_dir}: another songtrace process (pid {holder}) is writing this artifact; "
-                             "wait for it to finish, or choose another output") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return -1
+    _write_lock_record(fd, stage)
     return fd
+
+
+def _write_lock_record(fd: int, stage: str) -> None:
+    """`<pid> <stage kind>` in the lock file: the pid for a refused writer's message, the kind for a marker that is later lost."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {stage}\n".encode(), 0)
+
+
+def _recorded_kind(out_dir: Path) -> str | None:
+    """The stage kind the artifact's lock file records (None: no lock file, or one written before it recorded kinds)."""
+    try:
+        words = (out_dir / LOCK_FILE).read_text(errors="replace").split()
+    except OSError:
+        return None
+    return words[1] if len(words) > 1 and words[1].isidentifier() else None
 
 
 def _release(out_dir: Path) -> None:
     """Drop this process's lock on an artifact (the lock file stays, so waiting writers lock the same file)."""
     held = _OPEN.pop(out_dir, None)
-    if held is not None:
+    if held is not None and held.fd >= 0:
         fcntl.flock(held.fd, fcntl.LOCK_UN)
         os.close(held.fd)
 
 
-def _clear(out_dir: Path) -> None:
-    """Delete an artifact's contents, keeping its lock file (held by this process)."""
-    for p in out_dir.iterdir():
-        if p.name == LOCK_FILE:
+def _owned_entries(out_dir: Path, existing: dict[str, Any] | None) -> tuple[list[Path], list[str]]:
+    """(the top-level entries the artifact wrote, the names of any other non-hidden entries).
+
+    The artifact's: its marker and pending record, scratch state, leftover atomic-write temporaries, and the files its
+    completion marker lists (a folder holding listed files counts whole); without a list (an unfinished run, a lost marker)
+    every non-hidden entry, as a stage only begins in a folder with none of other files. Another hidden entry (.git,
+    .DS_Store) is never the artifact's: it is kept, not deleted.
+    """
+    listed = existing.get("files") if existing else None
+    tops = {rel.split("/")[0] for rel in listed} if isinstance(listed, dict) else None
+    owned: list[Path] = []
+    foreign: list[str] = []
+    for p in sorted(out_dir.iterdir()):
+        name = p.name
+        if name == LOCK_FILE:
+            continue
+        if name in (CONFIG_FILE, PENDING_FILE) or name in SCRATCH_NAMES or _TEMP_NAME.match(name):
+            owned.append(p)
+        elif name.startswith("."):
+            continue
+        elif tops is None or name in tops:
+            owned.append(p)
+        else:
+            foreign.append(name)
+    return owned, foreign
+
+
+def _clear(out_dir: Path, existing: dict[str, Any] | None, stage: str) -> None:
+    """Delete what the artifact wrote (`_owned_entries`), keeping the lock file and any hidden file of the user's; refuse,
+    deleting nothing, when the folder holds other files. Kill-safe: a pending record saying `clearing` is written first, then
+    the completion marker goes, then the data; a run killed at any point leaves either the intact artifact or that record,
+    which the next run of this kind clears again (`begin_stage` replaces it with its own pending record)."""
+    owned, foreign = _owned_entries(out_dir, existing)
+    if foreign:
+        raise SongtraceError(f"{out_dir} holds files that are not part of its artifact ({', '.join(foreign[:3])}); "
+                             "move them away, or choose another output")
+    files = existing.get("files") if existing else None
+    write_json(out_dir / PENDING_FILE, {"stage": stage, "clearing": True, "files": files if isinstance(files, dict) else None})
+    for p in sorted(owned, key=lambda p: (p.name != CONFIG_FILE, p.name == PENDING_FILE)):
+        if p.name == PENDING_FILE:
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         else:
-            p.unlink()
+            p.unlink(missing_ok=True)
+
+
+def _broken(out_dir: Path, problem: str) -> dict[str, Any]:
+    """The record of an artifact whose marker is lost or unreadable: of the kind its lock file records (replaceable with
+    --overwrite by that kind), else refused, as nothing says which stage made the folder."""
+    kind = _recorded_kind(out_dir)
+    if kind is None:
+        raise SongtraceError(f"{out_dir}: {problem}, and nothing records which songtrace stage made this folder; "
+                             "move it away, or choose another output")
+    return {"stage": kind, "broken": problem}
 
 
 def _existing(out_dir: Path) -> dict[str, Any] | None:
-    """The record of what `out_dir` holds: its completion marker, else its pending record, else None."""
+    """The record of what `out_dir` holds: its completion marker, else its pending record, else None; a marker that is
+    unreadable, or missing from a folder songtrace locked that still holds files, gives a `broken` record (`_broken`)."""
+    if not out_dir.is_dir():
+        return None
     for name in (CONFIG_FILE, PENDING_FILE):
-        if (out_dir / name).exists():
-            rec = read_json(out_dir / name)
-            if not isinstance(rec, dict):
-                raise SongtraceError(f"{out_dir / name}: not a songtrace stage record")
+        path = out_dir / name
+        if path.exists():
+            try:
+                rec = json.loads(path.read_text())
+            except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                return _broken(out_dir, f"its {name} is not valid JSON ({str(e).splitlines()[0]})")
+            if not isinstance(rec, dict) or not isinstance(rec.get("stage"), str):
+                return _broken(out_dir, f"its {name} is not a songtrace stage record")
             return rec
+    if (out_dir / LOCK_FILE).exists() and _recorded_kind(out_dir) and any(not p.name.startswith(".") for p in out_dir.iterdir()):
+        return _broken(out_dir, f"its completion marker {CONFIG_FILE} is missing")
     return None
 
 
@@ -532,6 +676,16 @@ def _check_replaceable(out_dir: Path, existing: dict[str, Any] | None, record: d
                              "choose a new or empty folder")
 
 
+def _same(existing: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether a stage record was made with the same config and inputs."""
+    return existing.get("config") == record["config"] and existing.get("inputs") == record["inputs"]
+
+
+def _finished(out_dir: Path, existing: dict[str, Any]) -> bool:
+    """Whether a record is a readable completion marker (not a pending, clearing or broken one)."""
+    return (out_dir / CONFIG_FILE).exists() and bool(existing.get("complete")) and not existing.get("broken")
+
+
 def begin_stage(
     out_dir: str | Path,
     config: StageConfig,
@@ -540,43 +694,53 @@ def begin_stage(
 ) -> bool:
     """Prepare `out_dir` for a stage run. Returns True when the finished, intact artifact is already there.
 
-    Same config and inputs, finished: verified (`verify_artifact`), then True (skip); a corrupt one is
-    refused, or cleared and recomputed with `overwrite`. Same config, unfinished: False and keep the
-    partial files so the stage can resume. A different config or inputs: refused unless `overwrite`
-    (or unless the unfinished run there failed), which clears the directory. Only an artifact of the
-    same stage kind is ever replaced, and a folder of other files is never written into. From here
-    to `finish_stage` this process holds the artifact's lock; a second writer is refused.
+    Same config and inputs, finished: verified (`verify_artifact`), then True (skip; checked before any lock file is made,
+    so a finished artifact on a read-only folder is still found); a corrupt one (files changed, or its marker lost or
+    unreadable) is refused, or cleared and recomputed with `overwrite`. Same config, unfinished: False and keep the partial
+    files so the stage can resume. A different config or inputs: refused unless `overwrite` (or unless the unfinished run
+    there failed), which clears the directory (`_clear`: only what the artifact wrote). Only an artifact of the same stage
+    kind is ever replaced, and a folder of other files is never written into. From here to `finish_stage` this process
+    holds the artifact's lock; a second writer is refused.
     """
     out_dir = Path(out_dir).absolute()
     record = stage_record(config, inputs)
+    stage = record["stage"]
     if out_dir.exists() and not out_dir.is_dir():
         raise SongtraceError(f"{out_dir} is a file, not a directory")
-    _check_replaceable(out_dir, _existing(out_dir), record)
+    existing = _existing(out_dir)
+    _check_replaceable(out_dir, existing, record)
     if out_dir in _OPEN:  # begun earlier in this process and never finished: that attempt failed
         abandon_stage(out_dir, failed=True)
-    fd = _lock(out_dir)
+    if existing is not None and _same(existing, record) and _finished(out_dir, existing) and not verify_artifact(out_dir):
+        return True
+    fd = _lock(out_dir, stage)
     _OPEN[out_dir] = _OpenStage(fd, record)
     try:
         existing = _existing(out_dir)  # again, under the lock
         _check_replaceable(out_dir, existing, record)
         if existing is not None:
-            same = existing.get("config") == record["config"] and existing.get("inputs") == record["inputs"]
-            finished = (out_dir / CONFIG_FILE).exists() and bool(existing.get("complete"))
-            if same and finished:
+            same, finished = _same(existing, record), _finished(out_dir, existing)
+            if existing.get("clearing"):  # a clearing that was killed: finish it
+                _clear(out_dir, existing, stage)
+            elif existing.get("broken"):
+                if not overwrite:
+                    raise SongtraceError(f"{out_dir} is a corrupt {stage} artifact: {existing['broken']}; pass --overwrite to recompute it")
+                _clear(out_dir, existing, stage)
+            elif same and finished:
                 problems = verify_artifact(out_dir)
                 if not problems:
                     _release(out_dir)
                     return True
                 if not overwrite:
                     raise SongtraceError(f"{out_dir} is corrupt: {problems[0]}; pass --overwrite to recompute it")
-                _clear(out_dir)
+                _clear(out_dir, existing, stage)
             elif same:
                 if existing.get("failed"):
                     existing.pop("failed")
                     write_json(out_dir / PENDING_FILE, {**existing, **record})
                 return False
             elif overwrite or (not finished and existing.get("failed")):
-                _clear(out_dir)
+                _clear(out_dir, existing, stage)
             else:
                 what = "an unfinished run (resume it with the same options)" if not finished else "an artifact"
                 raise SongtraceError(
@@ -656,6 +820,33 @@ def stage_guard() -> Iterator[None]:
         for d in [d for d, held in _OPEN.items() if before.get(d) != held.serial]:
             abandon_stage(d, failed=isinstance(e, Exception))
         raise
+
+
+def artifact_containing(path: str | Path) -> Path | None:
+    """The songtrace artifact folder `path` lies in (it or an ancestor holds a stage record, a pending record or a songtrace lock
+    file naming its stage), else None: a file written there by hand would be listed in, or break, the artifact's marker."""
+    for d in [Path(path).absolute(), *Path(path).absolute().parents]:
+        if _recorded_kind(d) is not None:
+            return d
+        for name in (CONFIG_FILE, PENDING_FILE):
+            if (d / name).is_file():
+                try:
+                    rec = json.loads((d / name).read_text())
+                except (ValueError, OSError):
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("stage"), str) and "config" in rec:
+                    return d
+    return None
+
+
+def check_new_file(path: str | Path, overwrite: bool, what: str = "file") -> None:
+    """Refuse to write a file of the user's into a songtrace artifact folder, or over an existing file unless `overwrite`."""
+    path = Path(path)
+    inside = artifact_containing(path.parent)
+    if inside is not None:
+        raise SongtraceError(f"{path}: lies inside the songtrace artifact {inside}; write the {what} elsewhere")
+    if path.exists() and not overwrite:
+        raise SongtraceError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
 
 
 def load_stage_config(out_dir: str | Path, cls: type[C]) -> C:

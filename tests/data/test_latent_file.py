@@ -32,12 +32,22 @@ def test_written_latents_read_back_as_the_same_batch(tmp_path):
 
 def test_a_bare_latent_reads_with_what_it_lacks_as_none(tmp_path):
     path = tmp_path / "other.latent.safetensors"
-    save_safetensors(path, {"latent": torch.randn(4, 10), "n_frames": torch.tensor([12])})
+    save_safetensors(path, {"latent": torch.randn(4, 10), "n_frames": torch.tensor([7])})
     saved = read_latent_file(path)
-    assert saved.latent.shape == (4, 10) and saved.n_frames == 10  # never more real frames than stored
+    assert saved.latent.shape == (4, 10) and saved.n_frames == 7
     assert saved.text is None and saved.text_mask is None and saved.seconds_total is None and saved.seconds_start == 0.0
     with pytest.raises(SongtraceError, match="no caption tokens or seconds_total"):
         saved.batch()
+
+
+def test_n_frames_beyond_the_stored_frames_is_refused_not_clamped(tmp_path):
+    """Review #13: a latent file claiming more real frames than it stores is refused naming the file (it was clamped, silently)."""
+    path = tmp_path / "long.latent.safetensors"
+    save_safetensors(path, {"latent": torch.randn(4, 10), "n_frames": torch.tensor([12])})
+    with pytest.raises(SongtraceError, match=r"long\.latent\.safetensors: n_frames is 12, more than the 10 frames"):
+        read_latent_file(path)
+    save_safetensors(path, {"latent": torch.randn(4, 10), "n_frames": torch.tensor([10])})
+    assert read_latent_file(path).n_frames == 10
 
 
 def test_bad_latent_files_are_named(tmp_path):

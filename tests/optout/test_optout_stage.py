@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
+import os
 
 import pytest
 import torch
@@ -32,6 +34,18 @@ def test_configs_round_trip_and_fill_defaults():
     assert c.settings["fisher_timesteps"] == NewtonConfig().fisher_timesteps and c.settings["unlearn"]["lr"] == 1e-4
     assert isinstance(c.method_config, NewtonConfig) and c.method_config.unlearn.lr == 1e-4
     assert ForgetSpec.from_dict(spec.to_dict()) == spec and spec.kind == "ids"
+
+
+def test_loop_settings_take_numpy_numbers():
+    """Review #16: the loop checks its numbers with artifacts.check_finite (its own copy refused numpy scalars)."""
+    import numpy as np
+
+    from songtrace.optout.loop import LoopConfig
+
+    cfg = LoopConfig(lr=np.float32(1e-4), steps=np.int64(5), checkpoint_every=np.int32(5))
+    assert LoopConfig.from_dict(cfg.to_dict()) == cfg and cfg.steps == 5
+    with pytest.raises(SongtraceError, match="lr must be a finite number"):
+        LoopConfig(lr=np.float32("nan"))
 
 
 @pytest.mark.parametrize(("settings", "match"), [
@@ -142,6 +156,11 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, ga_dir, optout_model, 
     with single_thread():
         first = optout(optout_model, tiny_latents, spec, "ga", tmp_path / "r", settings=QUICK_GA, max_steps=5)
         assert not first.finished and not (tmp_path / "r" / MODEL_FILE).exists()
+        fd = os.open(tmp_path / "r" / ".lock", os.O_RDWR)  # review #1: stopped early, it unlocked (another process may resume)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
         second = optout(optout_model, tiny_latents, spec, "ga", tmp_path / "r", settings=QUICK_GA, max_steps=4)
         assert not second.finished
         done = optout(optout_model, tiny_latents, spec, "ga", tmp_path / "r", settings=QUICK_GA)

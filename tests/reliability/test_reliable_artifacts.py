@@ -4,6 +4,7 @@ never blocks the corrected rerun (issue 15, part 2)."""
 import dataclasses
 import importlib
 import math
+import os
 import pkgutil
 import subprocess
 import sys
@@ -42,8 +43,8 @@ class Other(StageConfig):
     x: int = 1
 
 
-def _finished(out, config=Toy(), payload=b"weights" * 100):
-    assert begin_stage(out, config, {"data": "d"}) is False
+def _finished(out, config=Toy(), payload=b"weights" * 100, begun=False):
+    assert begun or begin_stage(out, config, {"data": "d"}) is False
     (out / "model.bin").write_bytes(payload)
     (out / "sub").mkdir(exist_ok=True)
     (out / "sub" / "table.txt").write_text("a table")
@@ -225,3 +226,166 @@ def test_table_hash_does_not_depend_on_column_order():
 
     a = pd.DataFrame({"x": [1.0, 2.0], "y": ["a", "b"]})
     assert hash_table(a) == hash_table(a[["y", "x"]]) != hash_table(a.assign(x=[1.0, 3.0]))
+
+
+def test_table_hash_is_exact_not_ten_significant_digits():
+    """Review #10: two tables 1e-13 apart hash differently (DataFrame.to_json kept 10 significant digits)."""
+    import pandas as pd
+
+    a = pd.DataFrame({"x": [0.123456789012345, 2.0], "n": [1, 2]})
+    b = a.assign(x=[0.123456789012345 + 1e-13, 2.0])
+    assert hash_table(a) != hash_table(b)
+    assert hash_table(a) == hash_table(a.copy()[["n", "x"]]) == hash_table(a.set_axis([5, 6]))  # column order and index aside
+
+
+# --------------------------------------------------------------------------- review fixes: numbers, clearing, markers, locks
+
+
+def test_numpy_and_other_real_scalars_are_numbers_but_bools_and_nan_are_not():
+    """Review #7: numpy scalars (and numbers.Real) pass the checks and configs; configs still dump to JSON and round-trip."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from songtrace.artifacts import check_finite
+
+    for ok in (np.float32(0.5), np.int64(3), np.float64(2.0), Fraction(1, 2), 4, 0.25):
+        check_finite("x", ok)
+        check_positive("x", ok)
+    for bad in (True, np.bool_(False), "1", None):
+        with pytest.raises(SongtraceError, match="must be a number"):
+            check_finite("x", bad)
+    with pytest.raises(SongtraceError, match="finite"):
+        check_finite("x", np.float32("nan"))
+    config = Toy(lr=np.float32(0.5), steps=np.int64(3), sizes=(np.float64(1.5),))
+    assert type(config.lr) is float and type(config.steps) is int and config.to_dict() == {"lr": 0.5, "steps": 3, "sizes": [1.5]}
+    assert Toy.from_dict(config.to_dict()) == config and config.config_hash() == Toy(lr=0.5, steps=3, sizes=(1.5,)).config_hash()
+    with pytest.raises(SongtraceError, match="finite"):
+        Toy(lr=np.float64("inf"))
+    with pytest.raises(SongtraceError, match="finite"):
+        Toy(sizes=(np.float32("nan"),))
+
+
+def test_overwrite_never_deletes_a_users_hidden_files(tmp_path):
+    """Review #2: `--overwrite` deletes what the artifact wrote, never .git and the like; other files refuse it."""
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    _finished(out)
+    assert begin_stage(out, Toy(lr=0.5), {"data": "d"}, overwrite=True) is False
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main"
+    assert not (out / "model.bin").exists() and not (out / "sub").exists()
+    finish_stage(out, Toy(lr=0.5), {"data": "d"})
+    (out / "notes.txt").write_text("mine")  # a file of the user's put into a finished artifact
+    with pytest.raises(SongtraceError, match=r"holds files that are not part of its artifact \(notes\.txt\)"):
+        begin_stage(out, Toy(lr=0.25), {"data": "d"}, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not a record"])
+def test_an_artifact_with_a_lost_or_broken_marker_is_recomputed_with_overwrite(tmp_path, damage):
+    """Review #3: a lost/unreadable config.json is a corrupt artifact of the kind its lock file records: refused, then
+    recomputed with --overwrite; another kind never replaces it; with nothing recording the kind, refused clearly."""
+    out = tmp_path / "a"
+    _finished(out)
+    marker = out / "config.json"
+    if damage == "missing":
+        marker.unlink()
+    else:
+        marker.write_text('{"stage": "To' if damage == "truncated" else "[1, 2]")
+    with pytest.raises(SongtraceError, match=r"is a corrupt Toy artifact: .*config\.json.*; pass --overwrite to recompute it"):
+        begin_stage(out, Toy(), {"data": "d"})
+    with pytest.raises(SongtraceError, match="holds a Toy artifact, not a Other one"):
+        begin_stage(out, Other(), overwrite=True)
+    assert (out / "model.bin").exists()
+    assert begin_stage(out, Toy(), {"data": "d"}, overwrite=True) is False
+    assert not (out / "model.bin").exists()
+    _finished(out, begun=True)
+    assert begin_stage(out, Toy(), {"data": "d"}) is True
+    marker.unlink()
+    (out / ".lock").unlink()  # nothing records which stage made the folder: refused, never guessed
+    with pytest.raises(SongtraceError, match=r"folder of other files|nothing records which songtrace stage"):
+        begin_stage(out, Toy(), {"data": "d"}, overwrite=True)
+    assert (out / "model.bin").exists()
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 3])
+def test_a_clearing_killed_at_any_point_leaves_a_state_the_next_run_repairs(tmp_path, monkeypatch, killed_at):
+    """Review #3: `_clear` is interrupted at its k-th deletion (a kill -9 there); the next run of the kind, with or without
+    --overwrite, starts afresh (or finds the untouched artifact), never a folder it refuses as "other files"."""
+    import shutil
+
+    from songtrace import artifacts
+
+    out = tmp_path / "a"
+    _finished(out)
+    calls = {"n": 0}
+    real_unlink, real_rmtree = artifacts.Path.unlink, shutil.rmtree
+
+    def counted(real):
+        def delete(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == killed_at:
+                raise KeyboardInterrupt  # the process dies here
+            return real(*args, **kwargs)
+        return delete
+
+    monkeypatch.setattr(artifacts.Path, "unlink", counted(real_unlink))
+    monkeypatch.setattr(artifacts.shutil, "rmtree", counted(real_rmtree))
+    with pytest.raises(KeyboardInterrupt):
+        begin_stage(out, Toy(lr=0.5), {"data": "d"}, overwrite=True)
+    monkeypatch.undo()
+    if begin_stage(out, Toy(), {"data": "d"}):  # the original config: the untouched artifact (killed before deleting anything) ...
+        assert killed_at == 1 and verify_artifact(out) == []
+    else:  # ... or recomputed from scratch, never resumed from a half-deleted state
+        assert not (out / "model.bin").exists() and not (out / "config.json").exists()
+        _finished(out, begun=True)
+    assert begin_stage(out, Toy(), {"data": "d"}) is True
+    assert begin_stage(out, Toy(lr=0.5), {"data": "d"}, overwrite=True) is False  # and the overwrite that was killed now works
+
+
+def test_a_finished_artifact_is_found_without_creating_a_lock_file(tmp_path):
+    """Review #14: the finished-and-intact check comes before the lock file is made (a read-only folder still skips)."""
+    out = tmp_path / "a"
+    _finished(out)
+    (out / ".lock").unlink()
+    assert begin_stage(out, Toy(), {"data": "d"}) is True
+    assert not (out / ".lock").exists()
+
+
+def test_only_a_held_lock_means_locked(tmp_path, monkeypatch):
+    """Review #14: EWOULDBLOCK/EAGAIN mean another writer; a filesystem without flock (ENOLCK, EOPNOTSUPP) is written
+    unlocked; any other error is refused as what it is, not as "another process"."""
+    import errno
+    import fcntl
+    import types
+
+    from songtrace import artifacts
+
+    def failing(code):
+        def flock(fd, op):
+            raise OSError(code, os.strerror(code))
+        return types.SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, LOCK_UN=fcntl.LOCK_UN)
+
+    monkeypatch.setattr(artifacts, "fcntl", failing(errno.ENOLCK))
+    assert begin_stage(tmp_path / "a", Toy(), {"data": "d"}) is False
+    finish_stage(tmp_path / "a", Toy(), {"data": "d"})
+    assert begin_stage(tmp_path / "a", Toy(), {"data": "d"}) is True
+    monkeypatch.setattr(artifacts, "fcntl", failing(errno.EIO))
+    with pytest.raises(SongtraceError, match=r"\.lock: cannot lock the artifact \(Input/output error\)"):
+        begin_stage(tmp_path / "b", Toy(), {"data": "d"})
+    monkeypatch.setattr(artifacts, "fcntl", failing(errno.EAGAIN))
+    with pytest.raises(SongtraceError, match="another songtrace process"):
+        begin_stage(tmp_path / "c", Toy(), {"data": "d"})
+
+
+def test_the_pickle_refusal_names_a_flag_only_where_the_command_has_one(tmp_path):
+    """Review #16: --allow-pickle exists on `model import` only; elsewhere the refusal suggests the environment variable."""
+    from songtrace.artifacts import allow_pickle, refuse_pickle
+
+    with pytest.raises(SongtraceError) as e:
+        refuse_pickle(tmp_path / "w.pt", "a checkpoint")
+    assert "SONGTRACE_ALLOW_PICKLE=1" in str(e.value) and "--allow-pickle" not in str(e.value)
+    with allow_pickle(False, flag="--allow-pickle"), pytest.raises(SongtraceError, match="allow it with --allow-pickle"):
+        refuse_pickle(tmp_path / "w.pt", "a checkpoint")

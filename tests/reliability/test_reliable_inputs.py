@@ -202,3 +202,24 @@ def test_read_audio_reads_at_most_what_is_asked_and_refuses_empty_or_foreign_fil
     (tmp_path / "text.wav").write_text("not audio at all " * 20)
     with pytest.raises(SongtraceError, match="unreadable or corrupt audio"):
         read_audio(tmp_path / "text.wav")
+
+
+@pytest.mark.parametrize("declared", [0xFFFFFFFF, 0])
+def test_a_streaming_wav_is_read_to_the_end_of_the_file(tmp_path, declared):
+    """Review #5: a WAV whose RIFF data size is left open (0xFFFFFFFF or 0, as ffmpeg/sox write to a pipe) is read to the end of
+    the file, not refused as truncated or empty; an open data chunk with nothing after it has no samples."""
+    import struct
+
+    path = _wav(tmp_path / "a.wav", seconds=1.0)
+    want, _ = read_audio(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"data")
+    raw[at + 4: at + 8] = struct.pack("<I", declared)
+    raw[4:8] = struct.pack("<I", declared)
+    path.write_bytes(bytes(raw))
+    data, sr = read_audio(path)
+    assert sr == 16000 and np.array_equal(data, want)
+    assert len(read_audio(path, max_seconds=0.25)[0]) == 4001
+    path.write_bytes(bytes(raw[: at + 8]))
+    with pytest.raises(SongtraceError, match="no samples"):
+        read_audio(path)

@@ -189,8 +189,9 @@ def test_verify_reproduces_a_run_bit_for_bit_and_finds_a_changed_score(stack, tm
     names = {c["name"]: c for c in report["checks"]}
     assert names[f"delta train:{ids[0]}"]["ok"] and "bit for bit" in names[f"scores train:{ids[3]}"]["detail"]
     out: list[str] = []
-    code, _ = _run(capsys, ["verify", tmp_path / "run", "--json"], stdout=out)
+    code, _ = _run(capsys, ["verify", tmp_path / "run", "--json", "--batches", "1"], stdout=out)  # review #4: 1 batch was 1/0
     assert code in (0, None) and json.loads(out[0])["verified"] is True
+    assert _run(capsys, ["verify", tmp_path / "run", "--home", stack])[0] == 2  # review #16: verify takes no --home
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")
     scores.loc[len(scores) - 1, "score"] += 1e-9
     scores.to_parquet(tmp_path / "run" / "scores.parquet", index=False)
@@ -200,3 +201,34 @@ def test_verify_reproduces_a_run_bit_for_bit_and_finds_a_changed_score(stack, tm
     assert "files" in failed and f"scores train:{ids[3]}" in failed
     code, lines = _run(capsys, ["verify", tmp_path / "run"])
     assert code == 3 and "NOT verified" in lines[-1]
+    whole = (tmp_path / "run" / "scores.parquet").read_bytes()
+    (tmp_path / "run" / "scores.parquet").write_bytes(whole[: len(whole) // 2])  # review #8: unreadable, not an error
+    report = verify_run(tmp_path / "run")
+    assert not report["verified"] and {c["name"] for c in report["checks"] if c["ok"] is False} == {"files", "readable"}
+    assert report["checks"][0]["name"] == "files" and "scores.parquet" in report["checks"][0]["detail"]
+    code, lines = _run(capsys, ["verify", tmp_path / "run"])
+    assert code == 3 and "NOT verified" in lines[-1]
+
+
+def test_verify_batches_takes_one_or_none():
+    assert verify_batches(10, 1) == [0] and verify_batches(10, 0) == [] and verify_batches(0, 1) == []
+
+
+def test_generate_out_is_a_new_wav_outside_any_artifact(capsys, stack, tmp_path):
+    """Review #6: --out must end in .wav, lie outside every songtrace artifact folder, and replace a file only with --overwrite."""
+    weights = stack / "models" / "demo" / "model.safetensors"
+    before = _hashes(stack)
+    _refused(capsys, [*GEN, "--out", weights, "--home", stack], "give a path ending in .wav")
+    _refused(capsys, [*GEN, "--out", stack / "models" / "demo" / "x.wav", "--home", stack], "lies inside the songtrace artifact")
+    _refused(capsys, [*GEN, "--out", stack / "fisher" / "demo" / "sub" / "x.wav", "--home", stack], "lies inside the songtrace artifact")
+    mine = tmp_path / "g.wav"
+    mine.write_bytes(b"my recording")
+    _refused(capsys, [*GEN, "--steps", "2", "--out", mine, "--home", stack], "already exists; pass --overwrite")
+    assert mine.read_bytes() == b"my recording" and _hashes(stack) == before
+    code, _ = _run(capsys, [*GEN, "--steps", "2", "--out", mine, "--overwrite", "--home", stack])
+    assert code in (0, None) and mine.read_bytes()[:4] == b"RIFF" and (tmp_path / "g.latent.safetensors").exists()
+
+
+def test_an_unknown_external_codec_kind_lists_the_valid_ones(capsys, stack, tmp_path):
+    """Review #16: `encode --codec bogus:DIR` names the valid kinds, not a missing codec called "bogus:DIR"."""
+    _refused(capsys, ["encode", "--codec", f"bogus:{tmp_path}", "--name", "x", "--home", stack], "diffusers:DIR, sat:DIR")

@@ -33,6 +33,7 @@ from torch import nn
 
 from songtrace.artifacts import (
     StageConfig,
+    abandon_stage,
     artifact_hash,
     atomic_path,
     begin_stage,
@@ -303,6 +304,7 @@ def build_index(model_dir: str | Path, latents_dir: str | Path, fisher_dir: str 
         build_index_shard(ctx, data, config, *ranges[i], out_dir)
     job.barrier()
     if not all(shard_done(shard_path(out_dir, a, b), b - a) for a, b in ranges):
+        abandon_stage(out_dir, failed=False)  # other shards still to build: unlock (if still held), keep it resumable
         return None
     if not job.main:
         job.barrier()  # rank 0 finishes the stage

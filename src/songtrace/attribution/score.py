@@ -264,6 +264,8 @@ def verify_batches(n_batches: int, k: int = VERIFY_BATCHES) -> list[int]:
     """Indices of `k` batches spread over `n_batches` (first and last included), the sample a cache check recomputes."""
     if n_batches <= k:
         return list(range(n_batches))
+    if k <= 1:
+        return [0][:k]
     return sorted({round(i * (n_batches - 1) / (k - 1)) for i in range(k)})
 
 

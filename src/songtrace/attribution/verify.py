@@ -71,9 +71,12 @@ def verify_run(run_dir: str | Path, sample_batches: int = 3) -> dict[str, Any]:
     record = read_json(run_dir / CONFIG_FILE)
     if record.get("stage") != AttributeConfig.__name__:
         raise SongtraceError(f"{run_dir}: holds a {record.get('stage')!r} artifact, not an attribution run (songtrace attribute)")
-    run = load_attribution(run_dir)
-    checks: list[Check] = []
-    checks.append(_files_check(run_dir, record))
+    checks: list[Check] = [_files_check(run_dir, record)]  # first: a corrupt file is a failed check, not an error reading it
+    try:
+        run = load_attribution(run_dir)
+    except SongtraceError as e:
+        checks.append(Check("readable", False, str(e)))
+        return _report(run_dir, record, checks)
     config = AttributeConfig.from_dict(record["config"])
     checks.append(Check("config", config.config_hash() == record.get("config_hash"), f"config hash {config.config_hash()}"))
     inputs = record.get("inputs", {})
@@ -95,12 +98,21 @@ def verify_run(run_dir: str | Path, sample_batches: int = 3) -> dict[str, Any]:
         if qid not in saved_deltas:
             checks.append(Check(f"delta {qid}", None, "no saved delta (a run made without deltas): scores not recomputed"))
             continue
-        saved = load_run_delta(run_dir, qid)
+        try:
+            saved = load_run_delta(run_dir, qid)
+        except SongtraceError as e:
+            checks.append(Check(f"delta {qid}", False, str(e)))
+            continue
         if not inputs_ok:
             checks.append(Check(f"delta {qid}", None, "inputs differ from the recorded ones: not recomputed"))
             continue
         checks.append(_check_delta(run_dir, qid, queries.get(qid, {}), saved, task, fisher, latents, config, record))
         checks.append(_check_scores(qid, saved.delta, result.scores, task, data, config, sample_batches))
+    return _report(run_dir, record, checks)
+
+
+def _report(run_dir: Path, record: dict[str, Any], checks: list[Check]) -> dict[str, Any]:
+    """The JSON-able report of a run's checks: verified when every check that could run passed."""
     ran = [c for c in checks if c.ok is not None]
     return {
         "run_dir": str(run_dir),
@@ -108,7 +120,7 @@ def verify_run(run_dir: str | Path, sample_batches: int = 3) -> dict[str, Any]:
         "checks": [dataclasses.asdict(c) for c in checks],
         "songtrace_version": record.get("songtrace_version"),
         "seeds": record.get("seeds"),
-        "inputs": inputs,
+        "inputs": record.get("inputs", {}),
     }
 
 

@@ -69,8 +69,10 @@ def encode(
     """
     from songtrace.codec.config import EncodeConfig
     from songtrace.codec.encode import encode_world
-    from songtrace.codec.external import is_external
+    from songtrace.codec.external import is_external, load_external_codec, looks_external
 
+    if looks_external(codec) and not is_external(codec):
+        load_external_codec(codec)  # refused, listing the valid kinds
     out = stage_dir(home, "latents", name)
     latents = encode_world(
         artifact_dir(home, "world", world),

@@ -74,19 +74,22 @@ def generate(
     sampler: Annotated[str, typer.Option("--sampler", help="dpmpp-2m or ddim.")] = "dpmpp-2m",
     out: Annotated[Path | None, out_file_option("WAV to write (default <home>/generations/<model>-seed<seed>.wav).")] = None,
     home: HomeOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing WAV (and its latent and record).")] = False,
     json: JsonOption = False,
 ) -> None:
     """Generate a track from a prompt; saves the WAV, its latent (a ready attribution query) and a JSON record.
 
     The seed draws the initial noise. The latent beside the WAV (x.latent.safetensors) is a query for `songtrace attribute`.
+    --out must end in .wav, lie outside any songtrace artifact folder, and name no existing file unless --overwrite.
 
     Example: songtrace generate --prompt "a chorale for four voices" --seconds 8 --seed 0 --out x.wav
     """
     from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS
+    from songtrace.model.generate import check_generation_out, query_paths, save_generated
     from songtrace.model.generate import generate as generate_track
-    from songtrace.model.generate import query_paths, save_generated
 
     out = out or resolve_home(home) / "generations" / f"{Path(model).name}-seed{seed}.wav"
+    check_generation_out(out, overwrite)
     track = generate_track(
         artifact_dir(home, "model", model), artifact_dir(home, "codec", codec), prompt, seconds, seed,
         steps=DEFAULT_STEPS if steps is None else steps, cfg_scale=DEFAULT_CFG_SCALE if cfg is None else cfg, sampler=sampler,

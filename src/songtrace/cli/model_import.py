@@ -42,7 +42,7 @@ def import_(
     out = stage_dir(home, "models", name)
     from songtrace.artifacts import allow_pickle as allowing_pickle
 
-    with allowing_pickle(allow_pickle):
+    with allowing_pickle(allow_pickle, flag="--allow-pickle"):
         summary = import_model(library, source, out, overwrite=overwrite)
     if json:
         print_json(summary)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from songtrace.cli.options import HomeOption, JsonOption, console, print_json
+from songtrace.cli.options import JsonOption, console, print_json
 
 EXIT_NOT_VERIFIED = 3
 
@@ -16,13 +16,12 @@ def verify(
     directory: Annotated[Path, typer.Argument(help="A finished artifact directory: an attribution run (`attribute --out`), a model, ...",
                                               show_default=False)],
     batches: Annotated[int, typer.Option("--batches", help="Batches of training items whose scores are recomputed.")] = 3,
-    home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
     """Verify an artifact: every file against the sha256 in its completion marker; for an attribution run also its inputs
     (model, latents, Fisher hashes), each query's unlearned delta θ' − θ0 recomputed, and a sample of scores recomputed,
-    all bit for bit. Exit code 0 when everything that could be checked matches, 3 when something does not. A run is
-    checked against the directories it records (--home is not needed).
+    all bit for bit. Exit code 0 when everything that could be checked matches, 3 when something does not (a file that
+    cannot be read is a failed check too). A run is checked against the directories it records, so no --home is taken.
 
     Example: songtrace verify run/ --json
     """

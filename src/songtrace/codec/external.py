@@ -209,11 +209,19 @@ def is_external(spec: str) -> bool:
     return any(str(spec).startswith(f"{k}:") for k in EXTERNAL_CODECS)
 
 
+def looks_external(spec: str) -> bool:
+    """Whether a `--codec` value has the `KIND:DIR` form (a word, a colon, a path) and names no existing path: an external codec,
+    valid or not (`load_external_codec` then lists the valid kinds), rather than a codec's name or directory."""
+    kind, sep, path = str(spec).partition(":")
+    return bool(sep) and kind.isidentifier() and bool(path) and not Path(spec).exists()
+
+
 def load_external_codec(spec: str) -> ExternalCodec:
     """`diffusers:DIR` or `sat:DIR` as an `ExternalCodec`, with an error listing the valid prefixes."""
     kind, sep, path = str(spec).partition(":")
     if not sep or kind not in EXTERNAL_CODECS or not path:
-        raise SongtraceError(f"--codec {spec!r}: expected a codec name, or one of {', '.join(f'{k}:DIR' for k in EXTERNAL_CODECS)}")
+        raise SongtraceError(f"--codec {spec!r}: unknown codec kind {kind!r}; expected a codec name, or one of "
+                             f"{', '.join(f'{k}:DIR' for k in EXTERNAL_CODECS)}")
     if not Path(path).is_dir():
         raise SongtraceError(f"--codec {spec!r}: {path} is not a folder")
     return EXTERNAL_CODECS[kind](path)

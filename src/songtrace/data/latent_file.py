@@ -74,7 +74,9 @@ def read_latent_file(path: str | Path) -> LatentFile:
         n_frames = _first(t["n_frames"], "n_frames", path)
         if not math.isfinite(n_frames) or n_frames != int(n_frames) or n_frames < 1:
             raise SongtraceError(f"{path}: n_frames must be a whole number >= 1, got {n_frames:g}")
-        frames = min(frames, int(n_frames))  # never more real frames than stored
+        if n_frames > frames:
+            raise SongtraceError(f"{path}: n_frames is {n_frames:g}, more than the {frames} frames the latent stores")
+        frames = int(n_frames)
     text = mask = None
     if "text" in t and "text_mask" in t:
         text, mask = t["text"], t["text_mask"]

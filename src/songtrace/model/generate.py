@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from songtrace.artifacts import atomic_path, check_positive, check_range, write_json
+from songtrace.artifacts import atomic_path, check_new_file, check_positive, check_range, write_json
 from songtrace.data.batch import Batch, Conditioning
 from songtrace.data.latent_file import LATENT_SUFFIX, write_latent_file
 from songtrace.diffusion.sampler import DEFAULT_CFG_SCALE, DEFAULT_STEPS, sample
@@ -122,6 +122,16 @@ def query_paths(out_wav: str | Path) -> tuple[Path, Path, Path]:
     """(wav, latent, json) paths of a generation saved as `out_wav`."""
     out_wav = Path(out_wav)
     return out_wav, out_wav.with_suffix(LATENT_SUFFIX), out_wav.with_suffix(".json")
+
+
+def check_generation_out(out_wav: str | Path, overwrite: bool = False) -> None:
+    """Refuse a place to save a generation (before any work): not a .wav, inside a songtrace artifact folder (it would replace
+    or add to the artifact's files), or an existing WAV/latent/record unless `overwrite`."""
+    out_wav = Path(out_wav)
+    if out_wav.suffix.lower() != ".wav":
+        raise SongtraceError(f"--out {out_wav}: a generation is saved as a WAV; give a path ending in .wav")
+    for path in query_paths(out_wav):
+        check_new_file(path, overwrite, what="generation")
 
 
 def save_generated(track: GeneratedTrack, out_wav: str | Path) -> dict[str, Any]:

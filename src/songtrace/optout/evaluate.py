@@ -34,6 +34,7 @@ from songtrace.artifacts import (
     StageConfig,
     artifact_hash,
     begin_stage,
+    check_finite,
     check_positive,
     finish_stage,
     hash_json,
@@ -62,7 +63,6 @@ from songtrace.optout.figures import (
     relearn,
 )
 from songtrace.optout.forget import forget_hash
-from songtrace.optout.loop import check_finite
 from songtrace.optout.prompts import FORGET_KINDS, make_prompts
 from songtrace.optout.run import OptoutConfig, check_model_data
 from songtrace.progress import progress

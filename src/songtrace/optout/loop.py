@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from songtrace.artifacts import StageConfig, check_choice, check_positive, load_safetensors, save_safetensors
+from songtrace.artifacts import StageConfig, check_choice, check_finite, check_positive, load_safetensors, save_safetensors
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.data.batch import Batch
 from songtrace.data.latents import LatentSet
@@ -62,12 +62,6 @@ class LoopConfig(StageConfig):
         check_positive("seed", self.seed, allow_zero=True)
         if not 0 <= self.cfg_dropout < 1:
             raise SongtraceError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
-
-
-def check_finite(name: str, value: float) -> None:
-    """Refuse NaN and infinite settings, naming the field."""
-    if not isinstance(value, int | float) or value != value or value in (float("inf"), float("-inf")):
-        raise SongtraceError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from songtrace.artifacts import StageConfig, check_choice, check_positive, load_safetensors
+from songtrace.artifacts import StageConfig, check_choice, check_finite, check_positive, load_safetensors
 from songtrace.attribution.fisher import Fisher, FisherConfig, check_fits, compute_fisher
 from songtrace.attribution.groups import split_params, target_params
 from songtrace.attribution.score import item_losses
@@ -33,7 +33,7 @@ from songtrace.data.latents import LatentSet
 from songtrace.diffusion.loss import make_plan
 from songtrace.errors import SongtraceError
 from songtrace.model.task import ModelTask, as_task, eval_mode
-from songtrace.optout.loop import PAIRINGS, LoopConfig, StepTerms, UnlearnSetup, check_finite, run_loop
+from songtrace.optout.loop import PAIRINGS, LoopConfig, StepTerms, UnlearnSetup, run_loop
 from songtrace.optout.objectives import (
     ascent_objective,
     bounded_objective,

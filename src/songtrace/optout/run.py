@@ -29,6 +29,7 @@ import torch
 from songtrace.artifacts import (
     CONFIG_FILE,
     StageConfig,
+    abandon_stage,
     begin_stage,
     finish_stage,
     hash_tensors,
@@ -181,6 +182,7 @@ def optout(
         write_json(out_dir / ELAPSED_FILE, elapsed())
     spent = elapsed()
     if not outcome.finished:
+        abandon_stage(out_dir, failed=False)  # stopped early by design (max_steps): unlock, keep it resumable
         return OptoutResult(out_dir, {"config": config.to_dict(), "inputs": inputs, "log": outcome.log}, False)
     weights = {k: v.detach().contiguous() for k, v in outcome.params.items()}
     broken = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
