@@ -74,7 +74,7 @@ def generate(
     sampler: Annotated[str, typer.Option("--sampler", help="dpmpp-2m or ddim.")] = "dpmpp-2m",
     out: Annotated[Path | None, out_file_option("WAV to write (default <home>/generations/<model>-seed<seed>.wav).")] = None,
     home: HomeOption = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing WAV (and its latent and record).")] = False,
+    overwrite: OverwriteOption = False,
     json: JsonOption = False,
 ) -> None:
     """Generate a track from a prompt; saves the WAV, its latent (a ready attribution query) and a JSON record.

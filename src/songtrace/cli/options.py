@@ -51,7 +51,8 @@ HomeOption = Annotated[
                  help="Data directory for worlds, checkpoints and caches (default: $SONGTRACE_HOME, else ./songtrace-data)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts); messages go to stderr.")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact made with a different config.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact made with a different config "
+                                                                  "(generate: an existing WAV).")]
 _SEED_HELP = "Seed of every random choice the command makes (same seed, same inputs: same result)."
 SeedOption = Annotated[int, typer.Option("--seed", help=_SEED_HELP)]
 OptionalSeedOption = Annotated[int | None, typer.Option("--seed", help=_SEED_HELP)]  # unset: the command's docstring says what

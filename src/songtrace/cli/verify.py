@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from songtrace.cli.options import JsonOption, console, print_json
+from songtrace.cli.options import HomeOption, JsonOption, console, print_json
 
 EXIT_NOT_VERIFIED = 3
 
@@ -16,19 +16,24 @@ def verify(
     directory: Annotated[Path, typer.Argument(help="A finished artifact directory: an attribution run (`attribute --out`), a model, ...",
                                               show_default=False)],
     batches: Annotated[int, typer.Option("--batches", help="Batches of training items whose scores are recomputed.")] = 3,
+    home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
     """Verify an artifact: every file against the sha256 in its completion marker; for an attribution run also its inputs
     (model, latents, Fisher hashes), each query's unlearned delta θ' − θ0 recomputed, and a sample of scores recomputed,
     all bit for bit. Exit code 0 when everything that could be checked matches, 3 when something does not (a file that
-    cannot be read is a failed check too). A run is checked against the directories it records, so no --home is taken.
+    cannot be read is a failed check too). DIRECTORY is an existing folder as given, else a path inside --home
+    (e.g. `models/demo`); a run is checked against the directories it records.
 
     Example: songtrace verify run/ --json
     """
     from songtrace.artifacts import check_range, read_json
     from songtrace.attribution.verify import verify_artifact_dir, verify_run
+    from songtrace.home import resolve_home
 
     check_range("--batches", batches, 1)
+    if not directory.exists() and not directory.is_absolute():
+        directory = resolve_home(home) / directory
     stage = read_json(directory / "config.json").get("stage") if (directory / "config.json").exists() else None
     report = verify_run(directory, sample_batches=batches) if stage == "AttributeConfig" else verify_artifact_dir(directory)
     if json:
