@@ -33,6 +33,7 @@ from songtrace.cli.options import (
     precision_option,
     print_json,
     query_codec,
+    tuned_unlearning,
 )
 
 GroupOption = Annotated[
@@ -141,22 +142,16 @@ def attribute(
     Example: songtrace attribute --query x.latent.safetensors --query "prompt:a chorale@0" --top 20 --out run/ --json
     """
     from songtrace.artifacts import hash_json
-    from songtrace.attribution.best_config import resolve_unlearn_config
     from songtrace.attribution.run import AttributeConfig
     from songtrace.attribution.run import attribute as run_attribute
     from songtrace.attribution.score import ScoreConfig
     from songtrace.attribution.shard import distributed
     from songtrace.errors import SongtraceError
     from songtrace.home import resolve_home
-    from songtrace.model.registry import load_task
 
-    model_dir = artifact_dir(home, "model", model)
-    task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
-    unlearn, source = resolve_unlearn_config(home, task, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
-                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed, device=device,
-                                             precision=precision)
-    if source is not None:
-        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
+    model_dir, task, unlearn = tuned_unlearning(home, model, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+                                                damping_mode=damping_mode, n_timesteps=timesteps, seed=seed, device=device,
+                                                precision=precision)
     config = AttributeConfig(
         unlearn=unlearn,
         score=ScoreConfig(n_timesteps=score_timesteps, seed=seed, batch_size=batch_size, device=device, precision=score_precision),

@@ -30,6 +30,7 @@ from songtrace.cli.options import (
     artifact_dir,
     console,
     print_json,
+    tuned_unlearning,
 )
 from songtrace.errors import SongtraceError
 
@@ -96,18 +97,12 @@ def compare(
 
     Example: songtrace compare --queries 16 --methods unlearning,embedding,activations --out cmp/ --json
     """
-    from songtrace.attribution.best_config import resolve_unlearn_config
     from songtrace.attribution.score import ScoreConfig
     from songtrace.compare.run import ALL_METHODS, CompareConfig, run_compare
     from songtrace.home import resolve_home
-    from songtrace.model.registry import load_task
 
-    model_dir = artifact_dir(home, "model", model)
-    task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
-    unlearn, source = resolve_unlearn_config(home, task, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
-                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
-    if source is not None:
-        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
+    model_dir, task, unlearn = tuned_unlearning(home, model, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+                                                damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
     config = CompareConfig(
         queries=queries, methods=split_methods(methods) or ALL_METHODS, reference=reference, seed=seed, embedder=embedder,
         seconds=seconds, sampler_steps=sampler_steps, cfg_scale=cfg_scale, planted_versions=planted_versions,

@@ -29,6 +29,7 @@ from songtrace.cli.options import (
     console,
     print_json,
     query_codec,
+    tuned_unlearning,
 )
 
 
@@ -67,22 +68,16 @@ def localise(
     Example: songtrace localise --query x.latent.safetensors --window 2 --out loc/ --json
     """
     from songtrace.artifacts import hash_json
-    from songtrace.attribution.best_config import resolve_unlearn_config
     from songtrace.attribution.localise import LocaliseConfig, window_summary
     from songtrace.attribution.localise import localise as run_localise
     from songtrace.attribution.score import ScoreConfig
     from songtrace.errors import SongtraceError
     from songtrace.home import resolve_home
-    from songtrace.model.registry import load_task
 
     if top < 1:
         raise SongtraceError(f"--top must be >= 1, got {top}")
-    model_dir = artifact_dir(home, "model", model)
-    task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
-    unlearn, source = resolve_unlearn_config(home, task, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
-                                             damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
-    if source is not None:
-        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
+    model_dir, task, unlearn = tuned_unlearning(home, model, lr=lr, steps=steps, group=group, mask=mask, damping=damping,
+                                                damping_mode=damping_mode, n_timesteps=timesteps, seed=seed)
     config = LocaliseConfig(
         window_seconds=window,
         unlearn=unlearn,

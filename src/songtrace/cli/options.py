@@ -146,6 +146,20 @@ def query_codec(home: Path | None, value: str) -> Path | str | None:
     return codec_dir if codec_dir.exists() else None
 
 
+def tuned_unlearning(home: Path | None, model: str | Path, **given: Any) -> tuple[Path, Any, Any]:
+    """(model dir, its task, the UnlearnConfig): the model loaded once, the unlearning options given on the command line over
+    `songtrace selfinfluence`'s best configuration for that model (said on the console when one is used)."""
+    from songtrace.attribution.best_config import resolve_unlearn_config
+    from songtrace.model.registry import load_task
+
+    model_dir = artifact_dir(home, "model", model)
+    task = load_task(model_dir)  # loaded (and its identity hashed) once for the defaults and the run
+    unlearn, source = resolve_unlearn_config(home, task, **given)
+    if source is not None:
+        console.print(f"unlearning settings from {source} (songtrace selfinfluence); options given here override them")
+    return model_dir, task, unlearn
+
+
 def print_json(obj: Any) -> None:
     """Write a JSON document to stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
