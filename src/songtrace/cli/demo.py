@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         unlearning, one localised in time; the baselines; one artist's opt-out with its evaluation; and the HTML report.
         Each stage skips when its artifact is already there with the same config, so a rerun is quick and an
         interrupted demo resumes. Ends with the report's path and a short summary; <home>/demo/summary.json has
-        every figure and each stage's wall and CPU seconds and load. About 25 minutes on two idle cores.
+        every figure and each stage's wall and CPU seconds and load. About 18 minutes on the shared 2-core machine.
 
         Example: songtrace demo --quick --home /tmp/quick
         """
