@@ -117,10 +117,14 @@ def test_quick_demo_tells_the_whole_story_and_reruns_skip(tmp_path):
     assert summary["human_summary"][-1] == f"report: {tmp_path / 'demo' / 'report.html'}"
     assert f"report: {tmp_path / 'demo' / 'report.html'}" in out.output.replace("\n", "")
 
-    # A second run finds every stage finished with the same config and skips it.
+    # A second run finds every stage finished with the same config and skips it: nothing is regenerated or rewritten.
+    written = {p: p.stat().st_mtime_ns for p in [*(tmp_path / "demo").glob("*.json"), tmp_path / "demo" / "report.html",
+                                                 *(tmp_path / "demo").rglob("*.wav")] if p.name != "summary.json"}
     again = runner.invoke(app, ["demo", "--quick", "--home", str(tmp_path), "--json"])
     assert again.exit_code == 0, again.output
     summary2 = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert all(s["skipped"] for s in summary2["stages"].values()), summary2["stages"]
+    assert summary2["generations"]["reused"] == summary2["generations"]["n"] == summary["generations"]["n"]
+    assert {p: p.stat().st_mtime_ns for p in written} == written
     assert summary2["model"] == summary["model"]
     assert summary2["attribute"] == summary["attribute"] and summary2["optout_eval"] == summary["optout_eval"]

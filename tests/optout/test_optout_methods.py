@@ -9,6 +9,7 @@ from fixtures_codec import single_thread
 from fixtures_optout import FORGET_ARTIST
 from songtrace.artifacts import load_safetensors, read_json
 from songtrace.data.latents import LatentSet
+from songtrace.errors import SongtraceError
 from songtrace.model.registry import MODEL_FILE, load_task
 from songtrace.optout import METHODS, ForgetSpec, optout
 from songtrace.optout.methods import fixed_plan_loss
@@ -98,3 +99,15 @@ def test_retrain_excludes_exactly_the_forget_set(unlearned, tiny_latents):
     assert sorted(record["forget_ids"]) == sorted(forget.ids) == sorted(record["forgotten_ids"])
     assert record["method_log"]["train_items"] == len(retain) and record["method_log"]["steps"] == 200
     assert not (unlearned["retrain"] / "retrain").exists() and not (unlearned["retrain"] / "state").exists()
+
+
+def test_common_settings_nest_where_each_method_keeps_them():
+    from songtrace.optout.methods import common_settings, method_config
+
+    for name in ("ga", "bounded", "newton"):
+        config = method_config(name, common_settings(name, seed=3, lr=2e-5, steps=None))  # every method takes the common names
+        lr = config.unlearn.lr if name == "newton" else config.lr
+        assert lr == 2e-5
+    assert common_settings("newton", lr=1e-5, seed=0) == {"unlearn": {"lr": 1e-5, "seed": 0}}
+    with pytest.raises(SongtraceError, match="unknown config keys"):
+        method_config("newton", {"seed": 0, "lr": 1e-5})  # what the demo passed before: newton keeps them under unlearn

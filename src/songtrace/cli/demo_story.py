@@ -237,9 +237,10 @@ def compare_methods(config: DemoConfig, dirs: DemoDirs) -> dict[str, Any]:
 def opt_out(config: DemoConfig, dirs: DemoDirs, artist: str) -> dict[str, Any]:
     """`artist` opts out: the unlearned checkpoint (and, with optout_retrain, the retrained gold standard)."""
     from songtrace.optout import ForgetSpec, optout
+    from songtrace.optout.methods import common_settings
 
     spec = ForgetSpec(artist=artist)
-    settings = {"seed": config.seed, "lr": config.optout_lr}
+    settings = common_settings(config.optout_method, seed=config.seed, lr=config.optout_lr)
     result = optout(dirs.model, dirs.latents, spec, config.optout_method, stage_dir(dirs.home, "models", "demo-optout"),
                     settings=settings, home=dirs.home, world_dir=dirs.world)
     out = {"artist": artist, "method": config.optout_method, "checkpoint": str(result.out_dir), "forget": result.record["forget"],

@@ -27,13 +27,11 @@ from songtrace.cli.options import (
     print_json,
 )
 
-# options that set a method setting under a common name -> the setting's path for methods that nest it
-SHORTCUTS = {"steps": {"newton": "unlearn.steps"}, "lr": {"newton": "unlearn.lr"}, "seed": {"newton": "unlearn.seed"}}
-
 
 def parse_settings(pairs: list[str], method_name: str, shortcuts: dict[str, Any]) -> dict[str, Any]:
     """`KEY=VALUE` pairs (values as JSON where they parse, else strings; dotted keys nest) plus shortcuts, as method settings."""
     from songtrace.errors import SongtraceError
+    from songtrace.optout.methods import setting_path
 
     out: dict[str, Any] = {}
 
@@ -57,7 +55,7 @@ def parse_settings(pairs: list[str], method_name: str, shortcuts: dict[str, Any]
         put(key.strip(), value)
     for name, value in shortcuts.items():
         if value is not None:
-            put(SHORTCUTS.get(name, {}).get(method_name, name), value)
+            put(setting_path(method_name, name), value)
     return out
 
 

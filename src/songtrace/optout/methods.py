@@ -49,6 +49,30 @@ Params = dict[str, torch.Tensor]
 # --------------------------------------------------------------------------- configs
 
 
+# the common settings (`optout --steps/--lr/--seed`, the demo) -> where a method that nests them keeps them
+SHORTCUTS: dict[str, dict[str, str]] = {"steps": {"newton": "unlearn.steps"}, "lr": {"newton": "unlearn.lr"},
+                                        "seed": {"newton": "unlearn.seed"}}
+
+
+def setting_path(method: str, name: str) -> str:
+    """Where `method` keeps the common setting `name` (a dotted path: newton's lr is unlearn.lr, everyone else's lr is lr)."""
+    return SHORTCUTS.get(name, {}).get(method, name)
+
+
+def common_settings(method: str, **values: Any) -> dict[str, Any]:
+    """Method settings from the common names (steps, lr, seed; None = not given), nested where `method` keeps them."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        *groups, leaf = setting_path(method, name).split(".")
+        node = out
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = value
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class GAConfig(LoopConfig):
     """Gradient ascent on the forget set: unbounded, so the step budget is what stops it."""
