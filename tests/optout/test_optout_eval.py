@@ -16,7 +16,19 @@ from songtrace.embedders import load_embedder
 from songtrace.embedders.songclap_train import config_for_world, train_songclap
 from songtrace.errors import SongtraceError
 from songtrace.optout import ForgetSpec, optout
-from songtrace.optout.evaluate import EVAL_FILE, FIGURES_FILE, EvalInputs, OptoutEvalConfig, evaluate_optout, gaps_to_retrain, loss_sets
+from songtrace.optout.evaluate import (
+    EVAL_FILE,
+    FIGURES_FILE,
+    EvalInputs,
+    OptoutEvalConfig,
+    _credit_part,
+    _generate_all,
+    evaluate_optout,
+    gaps_to_retrain,
+    load_inputs,
+    loss_sets,
+)
+from songtrace.optout.prompts import FORGET_KINDS
 from songtrace.optout.prompts import make_prompts, strip_artist
 
 TINY_EVAL = OptoutEvalConfig(loss_timesteps=4, max_items=8, prompts_per_kind=2, sampler_steps=4, credit_queries=2, fisher_timesteps=2,
@@ -59,7 +71,7 @@ def test_every_figure_is_there_and_finite(result):
         for key, value in _walk(figs):
             if key in ("quality.fd_note", "membership.reference") or (model == "original" and key == "relearn.recovered_fraction"):
                 continue
-            if key == "quality.nonfinite_generations":
+            if key in ("quality.nonfinite_generations", "credit.skipped_nonfinite"):
                 assert value == 0, model
                 continue
             if key.split(".")[-1].startswith("n_"):
@@ -135,3 +147,25 @@ def test_nonmembers_are_the_forgotten_artists_unseen_tracks(tiny_latents):
     assert sets["nonmember_reference"] == ["valid-split tracks of the forgotten artists"]
     assert sets["forget"] == forget and len(sets["retain"]) == 4 and not set(sets["retain"]) & set(forget)
     assert set(sets["heldout"]) <= set(valid.ids)
+
+
+def test_credit_skips_nan_generations_and_reports_them(setup, optout_model, tiny_latents, tiny_codec, tiny_world):
+    """A generation whose latent came out NaN is no attribution query: the credit part finishes on the finite ones and
+    counts the skipped one (before, the NaN query made attribution abort with "unlearning query … diverged")."""
+    from songtrace.codec import load_codec
+    from songtrace.world import load_world
+
+    inputs = load_inputs(setup["ga"], optout_model, tiny_latents, None)
+    world = load_world(tiny_world)
+    retain = [i for i in inputs.latents.subset("train").ids if i not in set(inputs.forgotten_ids)]
+    prompts = make_prompts(world.manifest, inputs.forget_ids, retain, TINY_EVAL.prompts_per_kind, TINY_EVAL.seed)
+    with single_thread():
+        gens = _generate_all(inputs, TINY_EVAL, load_codec(tiny_codec), prompts)
+        first = gens.rows(FORGET_KINDS)[0]  # a query the credit part would pick
+        gens.tracks["unlearned"][first].latent[:] = float("nan")
+        per_model = {name: {} for name in inputs.models}
+        _credit_part(inputs, TINY_EVAL, gens, per_model)
+    assert per_model["unlearned"]["credit"]["skipped_nonfinite"] == 1
+    assert per_model["unlearned"]["credit"]["n_queries"] == TINY_EVAL.credit_queries
+    assert math.isfinite(per_model["unlearned"]["credit"]["artist_share"])
+    assert per_model["original"]["credit"]["skipped_nonfinite"] == 0

@@ -188,6 +188,7 @@ SHOWN = (
     ("FD retain prompts vs original", "quality.fd_vs_original", "low"),
     ("text-audio alignment (retain)", "quality.alignment", "high"),
     ("artist credit share", "credit.artist_share", "like retrained"),
+    ("credit queries skipped (NaN generations)", "credit.skipped_nonfinite", "0"),
     ("forget loss regained by relearning", "relearn.regained", "like retrained"),
 )
 

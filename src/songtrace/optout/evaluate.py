@@ -247,7 +247,13 @@ class Generations:
     runs: list[tuple[Any, int]]  # (Prompt, seed)
     tracks: dict[str, list[Any]]  # model -> GeneratedTrack per run
     seconds: float
-    nonfinite: dict[str, int]  # model -> generations that came out NaN/inf (replaced by silence)
+    nonfinite: dict[str, int]  # model -> generations that came out NaN/inf (their audio replaced by silence)
+    nonfinite_rows: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # model -> those runs (their latents stay NaN)
+
+    def finite_rows(self, model: str, rows: list[int]) -> list[int]:
+        """The runs among `rows` whose generation by `model` came out finite (usable as attribution queries)."""
+        bad = self.nonfinite_rows.get(model, set())
+        return [k for k in rows if k not in bad and bool(torch.isfinite(self.tracks[model][k].latent).all())]
 
     def rows(self, kinds: tuple[str, ...]) -> list[int]:
         """Indices of the runs whose prompt is of one of `kinds`."""
@@ -301,13 +307,12 @@ def _generate_all(inputs: EvalInputs, config: OptoutEvalConfig, codec: Any, prom
     tracks = {name: [generate(task, codec, p.text, seconds, seed=seed, steps=config.sampler_steps, cfg_scale=config.cfg_scale)
                      for p, seed in progress(runs, total=len(runs), desc=f"generate ({name})", unit="track")]
               for name, task in inputs.models.items()}
-    broken = {}
+    broken: dict[str, set[int]] = {}
     for name, ts in tracks.items():  # a model an opt-out broke may generate NaN: count it and judge silence in its place
-        bad = [t for t in ts if not np.isfinite(t.wav).all()]
-        for t in bad:
-            t.wav = np.zeros_like(t.wav)
-        broken[name] = len(bad)
-    return Generations(runs, tracks, seconds, broken)
+        broken[name] = {k for k, t in enumerate(ts) if not (np.isfinite(t.wav).all() and bool(torch.isfinite(t.latent).all()))}
+        for k in broken[name]:
+            ts[k].wav = np.zeros_like(ts[k].wav)
+    return Generations(runs, tracks, seconds, {name: len(rows) for name, rows in broken.items()}, broken)
 
 
 def _generation_part(inputs: EvalInputs, gens: Generations, embedder: Embedder, manifest: pd.DataFrame,
@@ -336,15 +341,23 @@ def _generation_part(inputs: EvalInputs, gens: Generations, embedder: Embedder, 
 
 
 def _credit_part(inputs: EvalInputs, config: OptoutEvalConfig, gens: Generations, per_model: dict[str, dict[str, Any]]) -> None:
-    """The forgotten artists' attribution credit on forget-prompt generations, per model (its own Fisher and τ)."""
+    """The forgotten artists' attribution credit on forget-prompt generations, per model (its own Fisher and τ).
+
+    Queries are chosen among the model's finite generations only (a NaN generation has no latent to attribute);
+    `skipped_nonfinite` counts the forget-prompt generations left out so."""
     forget_rows = gens.rows(FORGET_KINDS)
-    chosen = [forget_rows[int(i)] for i in np.linspace(0, len(forget_rows) - 1, min(config.credit_queries, len(forget_rows)))]
     score = ScoreConfig(n_timesteps=config.score_timesteps, seed=config.seed, batch_size=16, timestep_chunk=config.score_timesteps)
     tokens = int(inputs.latents.text.shape[1])
     for name, task in inputs.models.items():
-        queries = [(f"{gens.runs[k][0].kind}-{k}", generation_batch(gens.tracks[name][k], task.latent_shape, tokens)) for k in chosen]
-        per_model[name]["credit"] = credit_figures(task, inputs.latents, queries, inputs.forget_ids, inputs.artists,
-                                                   config.fisher_timesteps, config.attribution, score)
+        finite = gens.finite_rows(name, forget_rows)
+        chosen = [finite[int(i)] for i in np.linspace(0, len(finite) - 1, min(config.credit_queries, len(finite)))]
+        if chosen:
+            queries = [(f"{gens.runs[k][0].kind}-{k}", generation_batch(gens.tracks[name][k], task.latent_shape, tokens)) for k in chosen]
+            credit = credit_figures(task, inputs.latents, queries, inputs.forget_ids, inputs.artists,
+                                    config.fisher_timesteps, config.attribution, score)
+        else:  # every forget-prompt generation of this model came out NaN: nothing to attribute
+            credit = {"artist_share": None, "forget_items_share": None, "n_queries": 0, "chance_items_share": None}
+        per_model[name]["credit"] = {**credit, "skipped_nonfinite": len(forget_rows) - len(finite)}
 
 
 def _relearn_part(inputs: EvalInputs, config: OptoutEvalConfig, losses: dict[str, dict[str, np.ndarray]], retain_ids: list[str],
