@@ -183,3 +183,32 @@ def test_no_rank_clears_the_shard_store_before_every_rank_has_read_it(tmp_path):
     torch.multiprocessing.spawn(_map_then_clear, args=(2, str(init_file), str(root), str(out_file)), nprocs=2, join=True)
     for rank in range(2):
         assert torch.load(f"{out_file}.{rank}") == list(range(8))
+
+
+def test_map_shards_shows_a_progress_bar_over_the_pending_shards(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SONGTRACE_QUIET", "0")
+    store = ShardStore(tmp_path / "s")
+    out = map_shards(4, 2, lambda rows: {"x": torch.arange(rows.start, rows.stop, dtype=torch.float64)}, SINGLE, store,
+                     desc="unlearn", unit="query")
+    assert torch.equal(out["x"], torch.arange(4, dtype=torch.float64))
+    err = capsys.readouterr().err
+    assert "unlearn" in err and "/2" in err and "query" in err  # the bar counts the 2 pending shards, in the unit given
+
+
+def test_single_process_attribution_keeps_deltas_in_memory(tmp_path):
+    """One process writes no δ to the shard store (a full copy of the targeted weights per query); only score shards."""
+    from toy_attribution_model import TwoLayer
+
+    from songtrace.attribution import AttributeConfig, QueryContext, UnlearnConfig, attribute_queries, resolve_query
+
+    model = TwoLayer(channels=3, hidden=5, frames=6)
+    latents = synthetic_latent_set(n=12, channels=3, length=6)
+    fisher = compute_fisher(model, latents, FisherConfig(n_timesteps=4))
+    queries = [resolve_query(f"train:{i}", QueryContext(latents=latents)) for i in ("s000", "s001")]
+    config = AttributeConfig(unlearn=UnlearnConfig(lr=1e-3, n_timesteps=8, mask="none"), score=ScoreConfig(n_timesteps=4))
+    in_memory = attribute_queries(model, fisher, latents, queries, config)
+    stored = attribute_queries(model, fisher, latents, queries, config, shard_dir=tmp_path / "shards")
+    assert not (tmp_path / "shards" / "deltas").exists()
+    assert sorted((tmp_path / "shards" / "scores").glob("rows-*.safetensors"))  # scoring still resumes from its shards
+    for a, b in zip(in_memory, stored, strict=True):
+        assert torch.equal(a.scores, b.scores) and all(torch.equal(a.delta[k], b.delta[k]) for k in a.delta)

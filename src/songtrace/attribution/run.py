@@ -130,13 +130,15 @@ def attribute_queries(
 
     `base` (from `base_losses` with the same score config and mask) saves recomputing L(z_i, θ0).
     With `job` (torchrun) the queries and the training set are sharded over the ranks; `shard_dir`
-    keeps the finished deltas and score shards on disk for a rerun.
+    keeps the finished score shards (and, under torchrun, the deltas) on disk for a rerun. A single
+    process keeps the deltas in memory only: nothing of δ reaches disk unless the caller saves it.
     """
     data = latents.subset(config.score.split)
     mask_loss = config.unlearn.mask_loss
     if base is None:
         base = base_losses(model, latents, config.score, mask_loss, job=job)
-    deltas = unlearn_queries(model, fisher, queries, config.unlearn, job, ShardStore(shard_dir / "deltas") if shard_dir else None)
+    delta_store = ShardStore(shard_dir / "deltas") if shard_dir and job.world > 1 else None
+    deltas = unlearn_queries(model, fisher, queries, config.unlearn, job, delta_store)
     store = ShardStore(shard_dir / "scores") if shard_dir else None
     scores = score_many(model, deltas, latents, config.score, mask_loss, base=base, job=job, store=store)
     for q, d, s in zip(queries, deltas, scores, strict=True):
@@ -159,14 +161,19 @@ def unlearn_queries(
     job: Job = SINGLE,
     store: ShardStore | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """δ of every query (`unlearn`); under torchrun the queries are spread over the ranks and every rank gets all deltas."""
-    if job.world == 1 and store is None:
+    """δ of every query (`unlearn`); under torchrun the queries are spread over the ranks and every rank gets all deltas.
+
+    A single process keeps the deltas in memory and ignores `store` (a δ is a full copy of the targeted
+    weights, ~4.5 GB per query at 1 B weights; an interrupted run redoes the unlearning, its scoring
+    shards resume). Under torchrun `store` exchanges the deltas and keeps finished ones for a rerun.
+    """
+    if job.world == 1:
         return [unlearn(model, fisher, q.batch, config) for q in progress(queries, total=len(queries), desc="unlearn", unit="query")]
 
     def one(rows: range) -> dict[str, torch.Tensor]:
         return {k: v[None] for k, v in unlearn(model, fisher, queries[rows.start].batch, config).items()}
 
-    stacked = map_shards(len(queries), 1, one, job, store, row_dim=0)
+    stacked = map_shards(len(queries), 1, one, job, store, row_dim=0, desc="unlearn", unit="query")
     return [{k: v[i] for k, v in stacked.items()} for i in range(len(queries))]
 
 

@@ -185,7 +185,7 @@ def sharded_loss_pass(
         base, losses = loss_pass(model, deltas, rows_of(data, rows), config, mask_loss, with_base, desc=label)
         return {"losses": losses, **({"base": base} if base is not None else {})}
 
-    out = map_shards(n, size, compute, job, store)
+    out = map_shards(n, size, compute, job, store, desc=f"{desc} shards")
     return out.get("base"), out["losses"]
 
 

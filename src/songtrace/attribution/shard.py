@@ -36,6 +36,7 @@ import torch
 
 from songtrace.artifacts import load_safetensors, save_safetensors, write_json
 from songtrace.errors import SongtraceError
+from songtrace.progress import progress
 
 T = TypeVar("T")
 Tensors = dict[str, torch.Tensor]
@@ -239,20 +240,24 @@ def map_shards(
     job: Job = SINGLE,
     store: ShardStore | None = None,
     row_dim: int = -1,
+    desc: str = "shards",
+    unit: str = "shards",
 ) -> Tensors:
     """`compute(rows)` for every shard of rows 0..n_rows, spread over the ranks; the results joined in row order on every rank.
 
     With a `store`, finished shards are skipped (their files are read back) and each new shard is
     written as soon as it is done; the store's plan fixes the shard size across reruns. Without one,
     the ranks exchange their shards in memory. Raises `ShardsPending` while shards are missing (a
-    rank's share run alone, without a process group).
+    rank's share run alone, without a process group). A progress bar (`desc`, `unit`) counts this
+    rank's pending shards.
     """
     if store is not None:
         shard_rows = job.main_first(lambda: _prepare_store(store, n_rows, shard_rows))
     shards = shard_ranges(n_rows, shard_rows)
     pending = job.main_first(lambda: [(s.start, s.stop) for s in shards if store is None or not store.done(s)])
     mine: dict[int, Tensors] = {}
-    for start, stop in job.block(pending):
+    todo = job.block(pending)
+    for start, stop in progress(todo, total=len(todo), desc=desc if job.world == 1 else f"{desc} rank {job.rank}", unit=unit):
         rows = range(start, stop)
         out = {k: v.detach().cpu() for k, v in compute(rows).items()}
         if store is not None:

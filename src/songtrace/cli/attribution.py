@@ -114,7 +114,9 @@ def attribute(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the base losses L(z_i, θ0) instead of using the cache.")] = False,
     save_deltas: Annotated[bool, typer.Option(
         "--save-deltas/--no-save-deltas",
-        help="Keep each query's unlearned delta θ' − θ0 (deltas/, for `songtrace verify`); one copy of the targeted weights per query.",
+        help="Keep each query's unlearned delta θ' − θ0 (deltas/, for `songtrace verify`); one copy of the targeted weights per query. "
+             "With --no-save-deltas no delta is written (one process keeps them in memory; torchrun ranks exchange them "
+             "in <out>/shards/, cleared when the run is written).",
     )] = True,
     mode: Annotated[str, typer.Option("--mode", help="exact (unlearn, then score every item) or fast (first order, an index).")] = "exact",
     index: Annotated[str, typer.Option("--index", help="Fast mode: the index (a name under <home>/index, or its directory).")] = "demo",
