@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from fixtures_model import synthetic_latent_set, tiny_dit
 from songtrace.attribution.cost import GPUS, ModelShape, Throughput, Workload, measure_throughput, predict
@@ -47,3 +48,19 @@ def test_measure_throughput_on_a_tiny_dit_gives_a_usable_throughput():
     shape = ModelShape.of(model, cond_tokens=int(data.text.shape[1]) + 2)
     assert shape.frames == 16 and shape.width == 16 and shape.depth == 2
     assert predict(shape, tp, Workload(tracks=10))["scoring"]["wall_seconds"] > 0
+
+
+def test_a_cpu_measurement_is_of_one_thread_and_says_so():
+    """CPU seconds sum over torch's threads: the measurement runs on one thread (restored after) and records it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tp = measure_throughput(tiny_dit(), synthetic_latent_set().batch([0, 1]), rows_timesteps=2, repeats=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert tp.clock == "cpu" and tp.threads == 1 and "1 torch thread" in tp.source
+    assert Throughput.from_dict(tp.to_dict()) == tp and tp.to_dict()["threads"] == 1
+    assert GPUS["h100-fp32"].clock == "" and GPUS["h100-fp32"].threads == 0
+    with pytest.raises(SongtraceError, match="clock"):
+        dataclasses.replace(tp, clock="sundial")

@@ -13,12 +13,15 @@ def test_cost_measure_writes_a_throughput_that_predict_reads(tmp_path, tiny_mode
     res = runner.invoke(app, ["cost", "measure", "--model", str(tiny_model), "--latents", str(tiny_latents), "--items", "2",
                               "--timesteps", "2", "--repeats", "1", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["throughput"]["forward_flops_per_s"] > 0 and out.exists()
+    measured = json.loads(res.stdout)["throughput"]
+    assert measured["forward_flops_per_s"] > 0 and out.exists()
+    assert measured["clock"] == "cpu" and measured["threads"] == 1  # the file says what its seconds are
     res = runner.invoke(app, ["cost", "predict", "--throughput", str(out), "--weights", "1e6", "--frames", "64", "--width", "64",
                               "--depth", "4", "--tracks", "100", "--gpus", "1", "--json"])
     assert res.exit_code == 0, res.output
     pred = json.loads(res.stdout)
     assert pred["query"]["wall_seconds"] > pred["scoring"]["wall_seconds"] > 0
+    assert pred["throughput"]["threads"] == 1
 
 
 def test_cost_predict_for_seed_002_on_assumed_h100s_and_a_bad_gpu_name():

@@ -87,12 +87,17 @@ class Throughput(StageConfig):
     backward_ratio: float
     square_seconds_per_weight: float
     source: str = ""
+    clock: str = ""  # what the seconds are: "wall" (GPU), "cpu" (this process's CPU seconds) or "" (assumed)
+    threads: int = 0  # torch threads while measuring on a CPU (1: its CPU seconds are a one-thread run's wall seconds); 0: n/a
 
     def __post_init__(self) -> None:
         for name in ("forward_flops_per_s", "backward_ratio", "square_seconds_per_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (value == 0 and name != "square_seconds_per_weight"):
                 raise SongtraceError(f"throughput {self.name!r}: {name} must be a positive number, got {value}")
+        if self.clock not in ("", "cpu", "wall") or not (isinstance(self.threads, int) and self.threads >= 0):
+            raise SongtraceError(f"throughput {self.name!r}: clock must be cpu, wall or empty and threads a count >= 0, "
+                                 f"got {self.clock!r}, {self.threads!r}")
 
 
 # bytes moved per weight and per-sample row by the Fisher beyond its backward: write and read the float32 gradient,
@@ -206,7 +211,8 @@ def measure_throughput(
     The forward is a no-grad loss; the backward the gradient of the summed loss over all transformer
     weights (what the unlearning step takes); the per-sample pass is the Fisher's `batch_square_sums`.
     `clock` defaults to this process's CPU time on a CPU (robust to other jobs on a shared machine)
-    and to wall time on a GPU.
+    and to wall time on a GPU. On a CPU it measures with one torch thread (restored after), so the
+    seconds are a one-thread run's wall seconds, whatever the thread count; `threads` records it.
     """
     task = as_task(model)
     device = task.device
@@ -238,12 +244,20 @@ def measure_throughput(
         batch_square_sums(task, target, frozen, batch, fisher_config)
         _sync(device)
 
-    with eval_mode(task.module):
-        t_fwd = _best_cpu_seconds(forward, repeats, clock)
-        t_bwd = _best_cpu_seconds(backward, repeats, clock)
-        t_ps = _best_cpu_seconds(per_sample, repeats, clock)
+    on_cpu = device.type == "cpu"
+    threads = torch.get_num_threads()
+    if on_cpu:  # CPU seconds sum over torch's threads: time one thread, so they are a one-thread run's wall seconds
+        torch.set_num_threads(1)
+    try:
+        with eval_mode(task.module):
+            t_fwd = _best_cpu_seconds(forward, repeats, clock)
+            t_bwd = _best_cpu_seconds(backward, repeats, clock)
+            t_ps = _best_cpu_seconds(per_sample, repeats, clock)
+    finally:
+        torch.set_num_threads(threads)
     flops = shape.forward_flops() * rows
     square = max(0.0, t_ps - t_bwd) / (rows * shape.weights)
+    what = "CPU seconds of 1 torch thread (= a one-thread run's wall time)" if on_cpu else "wall seconds"
     return Throughput(name, flops / t_fwd, t_bwd / t_fwd, square,
                       source=f"measured: {rows} rows of {shape.frames} frames, {shape.weights:.3g} weights, {precision}, {device}, "
-                             f"{torch.get_num_threads()} threads, best of {repeats}")
+                             f"{what}, best of {repeats}", clock="cpu" if on_cpu else "wall", threads=1 if on_cpu else 0)

@@ -28,7 +28,8 @@ def measure(
 ) -> None:
     """Measure forward FLOP/s, the backward ratio and the Fisher's per-sample cost of a model on this machine.
 
-    On a CPU the times are this process's CPU seconds (robust on a shared machine); on a GPU, wall seconds.
+    On a CPU the times are this process's CPU seconds with one torch thread (robust on a shared machine; the wall
+    time of a one-thread run; recorded as clock "cpu", threads 1); on a GPU, wall seconds.
     `songtrace cost predict --throughput FILE` then scales them to any model size, data set and number of devices.
 
     Example: songtrace cost measure --model demo --latents demo --json
@@ -98,9 +99,11 @@ def predict_cmd(
                     score_timesteps=score_timesteps, cached_base=cached_base, gpus=gpus, parallel_efficiency=efficiency)
     result = predict(shape, tp, work)
     if json:
-        print_json(result)
+        print_json({**result, "throughput": tp.to_dict()})
         return
     console.print(f"{tp.name} ({tp.source})", markup=False, highlight=False)
+    if tp.clock == "cpu":
+        console.print(f"wall times below are of {tp.threads} CPU thread(s) per device, as measured", markup=False)
     for name in ("fisher", "unlearn_step", "scoring", "query", "base_losses_once"):
         console.print(_line(name, result[name], gpus if name != "unlearn_step" else 1), markup=False)
     console.print(_line("fast index build", result["fast_index"]["build"], gpus), markup=False)
