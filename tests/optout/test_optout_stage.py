@@ -12,14 +12,14 @@ import torch
 
 from fixtures_codec import single_thread
 from fixtures_optout import FORGET_ARTIST
-from songtrace.artifacts import artifact_hash, hash_tensors, load_safetensors, read_json
+from songtrace.artifacts import artifact_hash, hash_tensors, load_safetensors, read_json, write_json
 from songtrace.attribution import FisherConfig, compute_fisher, unlearn
 from songtrace.data.latents import LatentSet
 from songtrace.errors import SongtraceError
 from songtrace.model.registry import MODEL_FILE, load_model, load_task
 from songtrace.optout import METHODS, ForgetSpec, NewtonConfig, OptoutConfig, load_optout, method_config, optout, read_ids_file
 from songtrace.optout.methods import run_newton
-from songtrace.optout.run import FORGET_FILE, prepare
+from songtrace.optout.run import ELAPSED_FILE, FORGET_FILE, prepare
 
 QUICK_GA = {"steps": 12, "lr": 3e-4, "checkpoint_every": 4}
 
@@ -166,6 +166,18 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, ga_dir, optout_model, 
         done = optout(optout_model, tiny_latents, spec, "ga", tmp_path / "r", settings=QUICK_GA)
     assert done.finished and artifact_hash(tmp_path / "r") == artifact_hash(ga_dir)
     assert done.record["method_log"]["curve"] == read_json(ga_dir / "config.json")["method_log"]["curve"]
+
+
+def test_a_leftover_elapsed_file_without_cpu_seconds_is_resumed(tmp_path, optout_model, tiny_latents):
+    """state/elapsed.json holding only {"seconds"} (an older version's) adds up instead of a KeyError in the run's `finally`."""
+    spec = ForgetSpec(artist=FORGET_ARTIST)
+    with single_thread():
+        optout(optout_model, tiny_latents, spec, "ga", tmp_path / "r", settings=QUICK_GA, max_steps=4)
+        write_json(tmp_path / "r" / ELAPSED_FILE, {"seconds": 7.0})
+        again = optout(optout_model, tiny_latents, spec, "ga", tmp_path / "r", settings=QUICK_GA, max_steps=4)
+    assert not again.finished
+    spent = read_json(tmp_path / "r" / ELAPSED_FILE)
+    assert spent["seconds"] > 7.0 and spent["cpu_seconds"] >= 0.0
 
 
 def test_sequential_opt_outs_chain_and_refuse_what_is_already_forgotten(tmp_path, ga_dir, optout_model, tiny_latents):

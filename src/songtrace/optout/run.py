@@ -173,8 +173,9 @@ def optout(
     started, started_cpu = time.perf_counter(), time.process_time()
 
     def elapsed() -> dict[str, float]:
-        return {"seconds": float(previous["seconds"]) + time.perf_counter() - started,
-                "cpu_seconds": float(previous["cpu_seconds"]) + time.process_time() - started_cpu}
+        # an elapsed.json of an older version may lack a key: count what it has (raising here, in `finally`, would hide the run's error)
+        return {"seconds": float(previous.get("seconds", 0.0)) + time.perf_counter() - started,
+                "cpu_seconds": float(previous.get("cpu_seconds", 0.0)) + time.process_time() - started_cpu}
 
     try:
         outcome = method(config.method).run(setup, config.method_config, out_dir, max_steps)
