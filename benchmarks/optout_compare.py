@@ -1,13 +1,17 @@
 """Opt-out methods side by side against retraining (seed 000's question, with the field's methods), in one run.
 
 Builds a small world and model in a scratch home (smaller than the demo's so that the whole run,
-eight methods x three artists plus six retrainings, fits well under an hour of one CPU thread):
-150 tracks of at most 6 s, a 32-wide codec, a DiT of width 64 and depth 3 trained 1000 steps,
-and a songclap embedder trained on the world. Then, for a small, a medium and a large catalogue:
+eight methods x three artists plus the retrainings, fits in about half an hour of one CPU thread).
+The default size, `--size small` (the committed results): 80 tracks of at most 4 s, a 16-wide codec,
+a DiT of width 48 and depth 2 trained 400 steps, and a songclap embedder trained on the world.
+The sizes (`SIZES`): quick (60 tracks ≤ 3 s, DiT 32x2, 150 steps; a smoke run, not written),
+small (80 tracks ≤ 4 s, DiT 48x2, 400 steps; default), full (150 tracks ≤ 6 s, DiT 64x3, 1000 steps).
+Then, for a small, a medium and a large catalogue:
 
 0. each method's learning rate and budget are picked on a fourth, tuning artist by a rule that needs
    no retraining: the largest forget-minus-retain loss change whose retain loss change stays under
-   RETAIN_LIMIT (a small grid per method, `GRID`);
+   RETAIN_LIMIT (a small grid per method, `GRID`); a method all of whose settings fail is recorded
+   under `tuning.failed` and left out;
 1. every method of `songtrace.optout.METHODS` forgets the artist with those settings (cost in CPU
    seconds beside retraining's, which is the same recipe from scratch without the artist);
 2. `optout-eval` scores all of them and the retrained model on the same plans, prompts and seeds
@@ -231,7 +235,7 @@ def tune(home: Path, artist: str, s: Setting) -> dict[str, Any]:
         return {k: float(per_item_losses(task, v, 16, s.eval.seed + 1, True).mean()) for k, v in sets.items()}
 
     base = losses(original)
-    out: dict[str, Any] = {"artist": artist, "retain_limit": RETAIN_LIMIT, "runs": {}, "picked": {}}
+    out: dict[str, Any] = {"artist": artist, "retain_limit": RETAIN_LIMIT, "runs": {}, "picked": {}, "failed": {}}
     for name, grid in (s.grid or GRID).items():
         if name == "retrain":
             out["picked"][name] = {}
@@ -246,10 +250,14 @@ def tune(home: Path, artist: str, s: Setting) -> dict[str, Any]:
                              "delta_retain": after["retain"] - base["retain"]})
             except SongtraceError as e:  # a setting that breaks the model (NaN weights) is a result, not a crash
                 runs.append({"settings": settings, "error": str(e)})
-        ok = [r for r in runs if "error" not in r and r["delta_retain"] <= RETAIN_LIMIT]
-        pick = max(ok, key=lambda r: r["delta_forget"] - r["delta_retain"]) if ok else \
-            min((r for r in runs if "error" not in r), key=lambda r: r["delta_retain"])
-        out["runs"][name], out["picked"][name] = runs, pick["settings"]
+        out["runs"][name] = runs
+        finished = [r for r in runs if "error" not in r]
+        if not finished:  # every setting broke: the method failed the tuning and is left out of the rest of the benchmark
+            out["failed"][name] = f"every tuning setting failed ({len(runs)}); first: {runs[0]['error'] if runs else 'no settings'}"
+            continue
+        ok = [r for r in finished if r["delta_retain"] <= RETAIN_LIMIT]
+        pick = max(ok, key=lambda r: r["delta_forget"] - r["delta_retain"]) if ok else min(finished, key=lambda r: r["delta_retain"])
+        out["picked"][name] = pick["settings"]
     return out
 
 
@@ -267,7 +275,7 @@ def run_artist(home: Path, artist: str, s: Setting, settings: dict[str, dict[str
     """Every method on one artist, then one evaluation of all of them against the retrained model."""
     original, latents = home / "models" / "original", home / "latents" / "bench"
     dirs, cost = {}, {}
-    for name in METHODS:
+    for name in (m for m in METHODS if m in settings):  # a method that failed its tuning has no settings
         out = home / "models" / f"{_slug(artist)}-{name}"
         # a finished checkpoint of the same config is reused (a resumed benchmark): its record keeps the CPU seconds it took
         result = optout(original, latents, ForgetSpec(artist=artist), name, out, settings=settings[name], overwrite=True)
@@ -296,7 +304,7 @@ def run_sequential(home: Path, artists: list[str], s: Setting, settings: dict[st
     original, latents = home / "models" / "original", home / "latents" / "bench"
     data = LatentSet.load(latents)
     out: dict[str, Any] = {"artists": artists}
-    for name in s.sequential_methods:
+    for name in (m for m in s.sequential_methods if m in settings):
         steps = sequential_optout(original, latents, [ForgetSpec(artist=a) for a in artists], name, home / "sequential" / name,
                                   settings=settings[name], overwrite=True)
         sets = [st.record["forget_ids"] for st in steps]
@@ -457,7 +465,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"codec hidden {s['codec_hidden']}; songclap {s['songclap_steps']} steps. Smaller than the demo's model, for a shared CPU.",
              f"Settings per method picked on the tuning artist {result['tuning']['artist']!r} (retain loss change <= "
              f"{result['tuning']['retain_limit']}, then the largest forget - retain change): "
-             + "; ".join(f"`{k}` {json.dumps(v, sort_keys=True)}" for k, v in result["tuning"]["picked"].items() if v) + ".",
+             + "; ".join(f"`{k}` {json.dumps(v, sort_keys=True)}" for k, v in result["tuning"]["picked"].items() if v) + "."
+             + "".join(f" `{k}` left out: {v}." for k, v in result["tuning"].get("failed", {}).items()),
              f"Machine: {result['machine']['note']}; load average during the run: {result['machine'].get('load_summary', '?')}; "
              f"{_passes_summary(result)}.", ""]
     for a in result["per_artist"]:
