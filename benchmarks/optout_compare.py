@@ -52,7 +52,7 @@ from songtrace.model.registry import load_task
 from songtrace.model.train import TrainConfig, train_model
 from songtrace.optout import METHODS, ForgetSpec, optout
 from songtrace.optout.evaluate import OptoutEvalConfig, evaluate_optout
-from songtrace.optout.figures import per_item_losses
+from songtrace.optout.figures import figure_at, per_item_losses
 from songtrace.optout.robustness import comeback, forgetting_matrix, sequential_optout
 from songtrace.world import WorldConfig, build_world, load_world
 
@@ -138,15 +138,6 @@ TABLE = (
     ("relearn_regained", "relearn.regained"),
     ("relearn_recovered_fraction", "relearn.recovered_fraction"),
 )
-
-
-def _get(figs: dict[str, Any], path: str) -> Any:
-    node: Any = figs
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def cpu_seconds(fn: Any) -> tuple[Any, float]:
@@ -288,7 +279,7 @@ def run_artist(home: Path, artist: str, s: Setting, settings: dict[str, dict[str
     rows = {}
     for m in ["original", *unlearned, "retrained"]:
         figs = ev["figures"][m]
-        row = {name: _get(figs, path) for name, path in TABLE}
+        row = {name: figure_at(figs, path) for name, path in TABLE}
         row["cpu_seconds"] = round(cost.get("retrain" if m == "retrained" else m, 0.0), 2) if m != "original" else None
         row["cost_vs_retrain"] = round(cost[m] / cost["retrain"], 4) if m in unlearned else (1.0 if m == "retrained" else None)
         if m in unlearned:

@@ -28,8 +28,7 @@ from songtrace.optout.evaluate import (
     load_inputs,
     loss_sets,
 )
-from songtrace.optout.prompts import FORGET_KINDS
-from songtrace.optout.prompts import make_prompts, strip_artist
+from songtrace.optout.prompts import FORGET_KINDS, make_prompts, strip_artist
 
 TINY_EVAL = OptoutEvalConfig(loss_timesteps=4, max_items=8, prompts_per_kind=2, sampler_steps=4, credit_queries=2, fisher_timesteps=2,
                              score_timesteps=2, attribution=UnlearnConfig(n_timesteps=4, timestep_chunk=4), relearn_steps=3)
@@ -169,3 +168,13 @@ def test_credit_skips_nan_generations_and_reports_them(setup, optout_model, tiny
     assert per_model["unlearned"]["credit"]["n_queries"] == TINY_EVAL.credit_queries
     assert math.isfinite(per_model["unlearned"]["credit"]["artist_share"])
     assert per_model["original"]["credit"]["skipped_nonfinite"] == 0
+
+
+def test_figure_at_reads_a_dotted_path_and_none_where_missing():
+    from songtrace.optout.figures import figure_at
+
+    figs = {"closeness": {"caption": {"artist_probability": 0.25}}, "credit": {"artist_share": None}, "loss": 1.0}
+    assert figure_at(figs, "closeness.caption.artist_probability") == 0.25
+    assert figure_at(figs, "closeness.caption") == {"artist_probability": 0.25}
+    assert figure_at(figs, "credit.artist_share") is None and figure_at(figs, "credit.n_queries") is None
+    assert figure_at(figs, "loss.delta_forget") is None  # a number is no branch

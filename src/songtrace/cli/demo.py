@@ -119,11 +119,6 @@ def _overrides(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _complete(path: Path) -> bool:
-    """Whether `path` holds a finished artifact (its config.json says complete)."""
-    return (path / "config.json").exists() and bool(read_json(path / "config.json").get("complete"))
-
-
 CONFIG_RECORD = "demo_config.json"
 
 
@@ -142,6 +137,7 @@ def check_demo_home(record: Path, config: DemoConfig) -> None:
 def run_demo(config: DemoConfig, home: Path | str | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run every stage of the demo and return (and save in `<home>/demo/summary.json`) the summary."""
     from songtrace.cli import demo_story
+    from songtrace.cli.demo_story import _complete
     from songtrace.codec import CodecConfig, encode_world, train_codec
     from songtrace.embedders.songclap_train import config_for_world, train_songclap
     from songtrace.model.train import TrainConfig, train_model

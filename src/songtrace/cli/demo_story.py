@@ -278,11 +278,9 @@ HEADLINE = (
 
 
 def _figure(figures: dict[str, Any], path: str) -> float | None:
-    node: Any = figures
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
+    from songtrace.optout.figures import figure_at
+
+    node = figure_at(figures, path)
     return float(node) if isinstance(node, int | float) and math.isfinite(node) else None
 
 

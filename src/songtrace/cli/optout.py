@@ -193,17 +193,10 @@ SHOWN = (
 )
 
 
-def _get(figs: dict[str, Any], path: str) -> Any:
-    node: Any = figs
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _print_eval(result: dict[str, Any]) -> None:
     from rich.table import Table
+
+    from songtrace.optout.figures import figure_at
 
     models = list(result["figures"])
     f = result["forget"]
@@ -215,7 +208,7 @@ def _print_eval(result: dict[str, Any]) -> None:
         table.add_column("gap to retrain", justify="right")
     table.add_column("better")
     for label, path, better in SHOWN:
-        values = [_get(result["figures"][m], path) for m in models]
+        values = [figure_at(result["figures"][m], path) for m in models]
         if all(v is None for v in values):
             continue
         cells = ["—" if v is None else f"{v:.4g}" for v in values]

@@ -86,6 +86,16 @@ def quality_figures(embedder: Embedder, waves: Sequence[np.ndarray], prompts: Se
     return out
 
 
+def figure_at(figures: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path ("closeness.caption.artist_probability") of a nested figure dict; None where it is missing."""
+    node: Any = figures
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def credit_figures(task: ModelTask, latents: LatentSet, queries: Sequence[tuple[str, Batch]], forget_ids: Sequence[str],
                    artists: Sequence[str], fisher_timesteps: int, unlearn: UnlearnConfig, score: ScoreConfig) -> dict[str, Any]:
     """Attribution by unlearning (seed 002) of the model's forget-prompt generations over the whole train split:
