@@ -331,12 +331,11 @@ def attribute_fast(queries: Sequence[str], unlearn: UnlearnConfig, model_dir: st
     scores.parquet / credits.parquet / config.json as `attribution.run.attribute` writes them (the
     scores are the first-order τ), plus each query's seconds in the record.
     """
-    import pandas as pd
 
-    from songtrace.artifacts import hash_tensors, write_parquet
+    from songtrace.artifacts import hash_tensors
     from songtrace.attribution.diagnostics import score_diagnostics
     from songtrace.attribution.query import QueryContext, resolve_query
-    from songtrace.attribution.run import CREDITS_FILE, SCORES_FILE, Attribution, AttributionRun, credits_table, item_titles, ranking_table
+    from songtrace.attribution.run import Attribution, AttributionRun, credits_table, item_titles, ranking_table, write_score_tables
     from songtrace.model.registry import load_task
 
     if not queries:
@@ -373,11 +372,7 @@ def attribute_fast(queries: Sequence[str], unlearn: UnlearnConfig, model_dir: st
         table = ranking_table(q.query_id, s, data, titles, config.config_hash())
         meta = {"kind": q.kind, "source": q.source, **q.meta}
         results.append(Attribution(q.query_id, s, table, credits_table(q.query_id, s, data), meta))
-    order = {item: i for i, item in enumerate(data.ids)}
-    scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results],
-                       ignore_index=True)
-    write_parquet(out_dir / SCORES_FILE, scores)
-    write_parquet(out_dir / CREDITS_FILE, pd.concat([r.credits for r in results], ignore_index=True))
+    scores = write_score_tables(out_dir, results, data.ids)
     matrix = np.stack([r.scores.numpy() for r in results])
     record = finish_stage(out_dir, config, inputs, content_hash=hash_tensors({"s": scores["score"].to_numpy()}), extra={
         "mode": "fast", "queries": [{"query_id": r.query_id, **r.meta} for r in results], "n_items": len(data),

@@ -31,8 +31,6 @@ from songtrace.artifacts import StageConfig, begin_stage, check_positive, finish
 from songtrace.attribution.fisher import Fisher
 from songtrace.attribution.query import Query
 from songtrace.attribution.run import (
-    CREDITS_FILE,
-    SCORES_FILE,
     Attribution,
     AttributionRun,
     credits_table,
@@ -41,6 +39,7 @@ from songtrace.attribution.run import (
     load_run_inputs,
     ranking_table,
     save_generations,
+    write_score_tables,
 )
 from songtrace.attribution.score import ScoreConfig, base_losses, ranks, score_many
 from songtrace.attribution.unlearn import UnlearnConfig, delta_norm, unlearn
@@ -246,13 +245,9 @@ def localise(
     base = base_losses(model, latents, config.score, config.unlearn.mask_loss, cache_dir=cache_dir, model_hash=inputs["model"])
     titles = item_titles(latents_dir, home)
     results = localise_queries(model, fisher, latents, run.queries, config, base=base, titles=titles)
-    order = {item: i for i, item in enumerate(latents.subset(config.score.split).ids)}
-    scores = pd.concat([r.whole.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results],
-                       ignore_index=True)
     windows = pd.concat([r.table for r in results], ignore_index=True)
     write_parquet(out_dir / WINDOWS_FILE, windows)
-    write_parquet(out_dir / SCORES_FILE, scores)
-    write_parquet(out_dir / CREDITS_FILE, pd.concat([r.whole.credits for r in results], ignore_index=True))
+    scores = write_score_tables(out_dir, [r.whole for r in results], latents.subset(config.score.split).ids)
     finish_stage(
         out_dir,
         config,

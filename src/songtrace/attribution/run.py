@@ -269,6 +269,15 @@ def save_generations(queries: Sequence[Query], out_dir: Path) -> None:
             save_generated(q.generated, out_dir / "queries" / f"{query_file_stem(q.query_id)}.wav")
 
 
+def write_score_tables(out_dir: Path, results: Sequence[Attribution], train_ids: Sequence[str]) -> pd.DataFrame:
+    """Write scores.parquet (each query's rows in training-data order) and credits.parquet; the scores table."""
+    order = {item: i for i, item in enumerate(train_ids)}
+    scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results], ignore_index=True)
+    write_parquet(out_dir / SCORES_FILE, scores)
+    write_parquet(out_dir / CREDITS_FILE, pd.concat([r.credits for r in results], ignore_index=True))
+    return scores
+
+
 def attribute(
     queries: Sequence[str],
     config: AttributeConfig,
@@ -305,7 +314,6 @@ def attribute(
     cache_dir = resolve_home(home) / "cache" / "base_losses" if use_cache else None
     base = base_losses(model, latents, config.score, config.unlearn.mask_loss, cache_dir=cache_dir, model_hash=model_hash, job=job)
     titles = item_titles(latents_dir, home)
-    order = {item: i for i, item in enumerate(latents.subset(config.score.split).ids)}
     results = attribute_queries(model, fisher, latents, resolved, config, base=base, titles=titles, job=job, shard_dir=out_dir / SHARDS_DIR)
     if not job.main:
         job.barrier()  # rank 0 writes the run
@@ -318,10 +326,7 @@ def attribute(
                                   latents_hash, fisher.n_items, r.delta)
             name = f"{DELTAS_DIR}/{query_file_stem(r.query_id)}.safetensors"
             deltas.append({"query_id": r.query_id, "file": name, "content_hash": save_delta(out_dir / name, r.delta, meta)})
-    scores = pd.concat([r.table.sort_values("train_id", key=lambda c: c.map(order), kind="stable") for r in results], ignore_index=True)
-    credits = pd.concat([r.credits for r in results], ignore_index=True)
-    write_parquet(out_dir / SCORES_FILE, scores)
-    write_parquet(out_dir / CREDITS_FILE, credits)
+    scores = write_score_tables(out_dir, results, latents.subset(config.score.split).ids)
     ShardStore(out_dir / SHARDS_DIR).clear()  # merged and written: the completion marker lists only the run's own files
     record = finish_stage(
         out_dir,
